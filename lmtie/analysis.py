@@ -1,0 +1,77 @@
+"""Analyses of trained models: subspace distance between Lᵀ and W, next-word predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+import torch
+from torch import Tensor
+
+from lmtie.data import Vocabulary
+from lmtie.model import RNNLM
+
+
+def subspace_distance(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
+    """Distance between the column spaces of ``a`` and ``b``: 0 when equal, 1 when orthogonal.
+
+    With orthonormal bases ``U = orth(a)``, ``Q = orth(b)`` of the two d-dimensional
+    subspaces of R^V: ``dist = ‖Q − U Uᵀ Q‖_F / √d``, the relative residual norm of projecting
+    one onto the other (Björck & Golub 1973), which equals the root-mean-square of the sines of
+    the principal angles (computed here with ``scipy.linalg.subspace_angles``).
+
+    Args:
+        a, b: ``(V, d)`` float matrices, e.g. Lᵀ (``embedding.weight``) and W
+            (``projection.weight``); full column rank.
+
+    Returns:
+        float in [0, 1]; symmetric; invariant to ``a → a R`` for invertible ``R``.
+
+    Raises:
+        ValueError: shapes differ or are not 2-D.
+
+    Paper: Sec. 6.2, Figure 1; Decision S1.
+    """
+    a = np.asarray(a.detach().cpu() if isinstance(a, Tensor) else a, dtype=np.float64)
+    b = np.asarray(b.detach().cpu() if isinstance(b, Tensor) else b, dtype=np.float64)
+    if a.ndim != 2 or a.shape != b.shape:
+        raise ValueError(f"expected two (V, d) matrices of one shape, got {a.shape}, {b.shape}")
+    sines = np.sin(scipy.linalg.subspace_angles(a, b))
+    return float(np.sqrt(np.mean(sines**2)))
+
+
+@torch.no_grad()
+def next_word_distribution(model: RNNLM, vocab: Vocabulary, context: str) -> Tensor:
+    """p(next word | context) of an evaluation-mode model, from a zero state.
+
+    Args:
+        context: whitespace-separated words, all in ``vocab``.
+
+    Returns:
+        ``(V,)`` float32 probabilities on the CPU.
+
+    Raises:
+        ValueError: a context word is not in the vocabulary (names it).
+    """
+    words = context.split()
+    missing = [w for w in words if w not in vocab.stoi]
+    if missing:
+        raise ValueError(f"words not in the vocabulary: {missing}; use <unk> for them")
+    device = model.embedding.weight.device
+    inputs = torch.tensor(vocab.encode(words), device=device).unsqueeze(1)  # (T, 1)
+    was_training = model.training
+    model.eval()
+    wh, _ = model(inputs, model.init_state(1))
+    model.train(was_training)
+    logits = wh[-1, 0] if model.bias is None else wh[-1, 0] + model.bias
+    return torch.softmax(logits, dim=-1).cpu()
+
+
+def top_k_predictions(model: RNNLM, vocab: Vocabulary, context: str, k: int = 10
+                      ) -> list[tuple[str, float]]:
+    """The ``k`` most probable next words after ``context`` with their probabilities.
+
+    Paper: Sec. 6.4, v1 Table 3.
+    """
+    probs = next_word_distribution(model, vocab, context)
+    top = torch.topk(probs, k)
+    return [(vocab.itos[i], float(p)) for p, i in zip(top.values, top.indices, strict=True)]

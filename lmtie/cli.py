@@ -1,0 +1,132 @@
+"""``lmtie train | evaluate | reproduce | data``: the command line of the companion."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from lmtie import runs
+from lmtie.config import CORPORA, SIZES, VARIANTS, Config, make_config
+from lmtie.data import check_corpus, resolve_data_dir
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto = CUDA when available (default), else CPU")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--data-dir", default=None,
+                   help="corpora folder (default: $LMTIE_DATA_DIR, else ./data)")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="checkpoints (default: ~/.cache/lmtie/checkpoints/<run_id>/)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmtie", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train one variant and write its run dir")
+    train.add_argument("--corpus", default="ptb", choices=CORPORA)
+    train.add_argument("--size", default="small", choices=SIZES)
+    train.add_argument("--variant", default="vd", choices=VARIANTS,
+                       help="vd = VD-LSTM, al = +AL, re = +RE (W = Lᵀ), real = +REAL")
+    train.add_argument("--epochs", type=int, default=None, help="default: the preset's (T1)")
+    train.add_argument("--max-batches", type=int, default=None,
+                       help="cap on training batches per epoch (shortened runs)")
+    train.add_argument("--seed", type=int, default=1)
+    train.add_argument("--tau", type=float, default=None, help="loss temperature (default 20)")
+    train.add_argument("--alpha", type=float, default=None,
+                       help="weight of J^aug (default gamma * tau for +AL/+REAL, else 0)")
+    train.add_argument("--no-detach-target", action="store_true",
+                       help="let the gradient flow through ỹ (ablation of Decision A2)")
+    train.add_argument("--preset", default="", help="run_id suffix of a shortened run")
+    train.add_argument("--results-dir", default="results/runs")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the last completed epoch if a checkpoint exists")
+    train.add_argument("--force", action="store_true",
+                       help="start again from scratch, deleting this run's files")
+    _add_common(train)
+
+    ev = sub.add_parser("evaluate", help="re-measure a run's test perplexity from best.pt")
+    ev.add_argument("run_dir", type=Path)
+    _add_common(ev)
+
+    rep = sub.add_parser("reproduce", help="train a preset's runs, then render the report")
+    rep.add_argument("--preset", default="smoke", choices=("smoke", "cpu", "paper"))
+    rep.add_argument("--jobs", type=int, default=1, help="trainings run in parallel")
+    rep.add_argument("--force", action="store_true", help="retrain finished runs")
+    rep.add_argument("--data-dir", default=None)
+
+    data = sub.add_parser("data", help="check or download the corpora")
+    data.add_argument("action", choices=("check", "download"))
+    data.add_argument("corpus", nargs="?", choices=CORPORA, default=None,
+                      help="default: every corpus (check) / required (download)")
+    data.add_argument("--dest", "--data-dir", dest="data_dir", default=None,
+                      help="corpora folder (default: $LMTIE_DATA_DIR, else ./data)")
+    return parser
+
+
+def _train_config(args: argparse.Namespace) -> Config:
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("max_batches", args.max_batches),
+                                   ("tau", args.tau), ("alpha", args.alpha)) if v is not None}
+    if args.no_detach_target:
+        overrides["detach_target"] = False
+    return make_config(args.corpus, args.size, args.variant, seed=args.seed,
+                       preset=args.preset, **overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    except (ValueError, FileNotFoundError, FloatingPointError) as err:
+        print(f"lmtie {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from lmtie import train
+
+    if args.command == "train":
+        run_dir = train.fit(_train_config(args), data_dir=args.data_dir,
+                            results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir,
+                            device=args.device, resume=args.resume, force=args.force,
+                            progress=not args.quiet)
+        print(json.dumps(runs.read_json(run_dir / "final.json"), indent=2))
+    elif args.command == "evaluate":
+        final = train.evaluate_run(args.run_dir, data_dir=args.data_dir,
+                                   checkpoint_dir=args.checkpoint_dir, device=args.device,
+                                   progress=not args.quiet)
+        print(json.dumps(final, indent=2))
+    elif args.command == "reproduce":
+        from lmtie import report
+
+        report.reproduce(args.preset, jobs=args.jobs, force=args.force, data_dir=args.data_dir)
+    elif args.command == "data":
+        _data(args)
+    return 0
+
+
+def _data(args: argparse.Namespace) -> None:
+    data_dir = resolve_data_dir(args.data_dir)
+    if args.action == "download":
+        if args.corpus is None:
+            raise ValueError("say which corpus to download: lmtie data download ptb|wikitext-2")
+        from lmtie.download import download_corpus
+
+        download_corpus(args.corpus, data_dir)
+    for corpus in [args.corpus] if args.corpus else CORPORA:
+        summary = check_corpus(corpus, data_dir)
+        print(f"{corpus}: ok in {data_dir}")
+        print(json.dumps(summary, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

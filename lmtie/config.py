@@ -1,0 +1,201 @@
+"""One frozen, validated configuration for a training run, and the presets of PAPER.md §4.
+
+Every field has the paper's name. ``make_config`` builds a config from a corpus, a size and a
+variant (the paper's hyperparameters and the project's Decisions), then applies overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+CORPORA = ("ptb", "wikitext-2")
+SIZES = ("small", "medium", "large")
+VARIANTS = ("vd", "al", "re", "real")
+VARIANT_LABELS = {"vd": "VD-LSTM", "al": "+AL", "re": "+RE", "real": "+REAL"}
+
+# Paper: Sec. 6.1 and appendix. Units: embedding = hidden size.
+_SIZE = {
+    #          units  lr_decay_start  lr_decay  clip  epochs (T1)  init_range (T1)
+    "small": (200, 5, 0.9, 5.0, 40, 0.1),
+    "medium": (650, 10, 0.9, 5.0, 60, 0.05),
+    "large": (1500, 1, 0.97, 6.0, 100, 0.04),
+}
+# Decision D1: the paper's "dropout probabilities" are TF keep probabilities; these are drop rates.
+_DROPOUT = {
+    "ptb": {"small": 0.3, "medium": 0.5, "large": 0.65},
+    "wikitext-2": {"small": 0.2, "medium": 0.4},
+}
+# Decision A1: alpha = gamma * tau with the midpoints of the appendix's gamma ranges.
+_GAMMA = {"ptb": 0.65, "wikitext-2": 1.25}
+_TAU = 20.0
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that defines a training run. Frozen: derive new ones with ``replace``.
+
+    Units: ``lr`` per unit of the summed-over-bptt loss (Decision T2), ``clip_norm`` the global
+    L2 norm of that loss's gradient, ``dropout`` a drop rate in [0, 1), ``tau`` the loss
+    temperature (never a sampling temperature), ``alpha`` the weight of J^aug in (3.3).
+
+    Raises:
+        ValueError: on an unknown corpus/size/variant, or an impossible value (tau <= 0,
+            alpha < 0, tied with embedding_dim != hidden_size, non-positive sizes ...).
+    """
+
+    corpus: str = "ptb"
+    size: str = "small"
+    variant: str = "vd"
+    seed: int = 1
+    embedding_dim: int = 200
+    hidden_size: int = 200
+    num_layers: int = 2
+    dropout: float = 0.3
+    init_range: float = 0.1
+    tied: bool = False
+    alpha: float = 0.0
+    tau: float = _TAU
+    detach_target: bool = True  # Decision A2: ỹ is a target (stop-gradient)
+    lr: float = 1.0
+    lr_decay: float = 0.9
+    lr_decay_start: int = 5
+    clip_norm: float = 5.0
+    batch_size: int = 20
+    bptt: int = 35
+    epochs: int = 40
+    max_batches: int | None = None  # cap on training batches per epoch (shortened presets)
+    eval_batch_size: int = 20  # validation batch (Decision E1; 20 as in Zaremba et al.'s code)
+    test_batch_size: int = 1  # Decision E1: whole test stream, batch 1, state carried
+    preset: str = ""  # suffix of shortened runs, e.g. "smoke" (part of run_id)
+
+    def __post_init__(self) -> None:
+        _choice("corpus", self.corpus, CORPORA)
+        _choice("size", self.size, SIZES)
+        _choice("variant", self.variant, VARIANTS)
+        positive = ("embedding_dim", "hidden_size", "num_layers", "batch_size", "bptt",
+                    "epochs", "eval_batch_size", "test_batch_size")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.max_batches is not None and self.max_batches <= 0:
+            raise ValueError(f"max_batches must be positive or None, got {self.max_batches}")
+        if self.tau <= 0:
+            raise ValueError(f"tau must be > 0 (a temperature), got {self.tau}")
+        if self.alpha < 0:
+            raise ValueError(f"alpha must be >= 0 (weight of J^aug), got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout is a drop rate in [0, 1), got {self.dropout}")
+        if self.lr <= 0 or self.clip_norm <= 0 or self.init_range <= 0:
+            raise ValueError("lr, clip_norm and init_range must be > 0")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.tied and self.embedding_dim != self.hidden_size:
+            raise ValueError(
+                f"tied=True needs embedding_dim == hidden_size (W = Lᵀ), got "
+                f"{self.embedding_dim} != {self.hidden_size}"
+            )
+        if self.preset and not self.preset.replace("-", "").isalnum():
+            raise ValueError(f"preset suffix must be alphanumeric, got {self.preset!r}")
+
+    @property
+    def run_id(self) -> str:
+        """``{corpus}-{size}-{variant}-seed{seed}`` plus ``-{preset}`` for shortened runs."""
+        base = f"{self.corpus}-{self.size}-{self.variant}-seed{self.seed}"
+        return f"{base}-{self.preset}" if self.preset else base
+
+    @property
+    def label(self) -> str:
+        """The paper's row label: ``VD-LSTM``, ``+AL``, ``+RE`` or ``+REAL``."""
+        return VARIANT_LABELS[self.variant]
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of 1-based ``epoch``: ``lr * lr_decay ** max(0, epoch - lr_decay_start)``.
+
+        Paper: Sec. 6.1 / appendix (per-epoch decay after epoch 5 / 10 / 1).
+        """
+        return self.lr * self.lr_decay ** max(0, epoch - self.lr_decay_start)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Config:
+        """Build from a dict (e.g. a run's ``config.json``).
+
+        Raises:
+            ValueError: on keys that are not Config fields (names them and the valid ones).
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with ``changes`` applied (validated; unknown keys raise ``ValueError``)."""
+        return Config.from_dict({**self.to_dict(), **changes})
+
+
+def make_config(corpus: str = "ptb", size: str = "small", variant: str = "vd",
+                **overrides: Any) -> Config:
+    """The preset of PAPER.md §4 for ``corpus`` × ``size`` × ``variant``, then ``overrides``.
+
+    Variants set two independent switches: ``tied`` (RE: W = Lᵀ, b = 0) and ``alpha`` (AL:
+    ``alpha = gamma * tau``, Decision A1). An override of ``tau`` keeps ``alpha = gamma * tau``
+    unless ``alpha`` is overridden too.
+
+    Raises:
+        ValueError: unknown corpus/size/variant (naming the choices), a size the paper does
+            not define for the corpus (WikiText-2 large), or unknown override keys.
+    """
+    _choice("corpus", corpus, CORPORA)
+    _choice("size", size, SIZES)
+    _choice("variant", variant, VARIANTS)
+    if size not in _DROPOUT[corpus] and "dropout" not in overrides:
+        raise ValueError(
+            f"the paper defines no {size} model for {corpus}; choose one of "
+            f"{', '.join(_DROPOUT[corpus])} (or pass dropout=... explicitly)"
+        )
+    units, decay_start, decay, clip, epochs, init_range = _SIZE[size]
+    tau = float(overrides.get("tau", _TAU))
+    augmented = variant in ("al", "real")
+    values: dict[str, Any] = dict(
+        corpus=corpus, size=size, variant=variant,
+        embedding_dim=units, hidden_size=units,
+        dropout=_DROPOUT[corpus].get(size, 0.0), init_range=init_range,
+        tied=variant in ("re", "real"),
+        alpha=_GAMMA[corpus] * tau if augmented else 0.0, tau=tau,
+        lr_decay=decay, lr_decay_start=decay_start, clip_norm=clip, epochs=epochs,
+    )
+    return Config.from_dict({**Config().to_dict(), **values, **overrides})
+
+
+PRESETS = ("smoke", "cpu", "paper")
+
+
+def preset_configs(preset: str) -> list[Config]:
+    """The runs of a ``lmtie reproduce`` preset.
+
+    - ``smoke``: PTB small, the four variants, 2 epochs of 100 batches each (run_id suffix
+      ``-smoke``); a few minutes on 2 CPU cores. Checks the pipeline, not the paper.
+    - ``cpu``: PTB small, the four variants, the full schedule (Decision T1), seed 1.
+    - ``paper``: every cell of Table 1 (PTB small/medium/large, WikiText-2 small/medium); GPU.
+
+    Raises:
+        ValueError: unknown preset (names the choices).
+    """
+    _choice("preset", preset, PRESETS)
+    if preset == "smoke":
+        return [make_config("ptb", "small", v, epochs=2, max_batches=100, preset="smoke")
+                for v in VARIANTS]
+    if preset == "cpu":
+        return [make_config("ptb", "small", v) for v in VARIANTS]
+    cells = [("ptb", s) for s in SIZES] + [("wikitext-2", s) for s in ("small", "medium")]
+    return [make_config(c, s, v) for c, s in cells for v in VARIANTS]

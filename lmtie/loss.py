@@ -1,0 +1,108 @@
+"""Cross-entropy J (2.4), the augmented loss J^aug = KL(ỹ ‖ ŷ) (3.2), and J^tot (3.3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def augmented_target_log_probs(embedding_weight: Tensor, words: Tensor, tau: float) -> Tensor:
+    """log ỹ for the given target words: ``log_softmax(Lᵀ u / tau)`` with ``u = L y*``.
+
+    Args:
+        embedding_weight: ``(V, D)`` float, the paper's Lᵀ (``nn.Embedding.weight``).
+        words: ``(U,)`` int64 target word ids.
+        tau: temperature > 0.
+
+    Returns:
+        ``(U, V)`` float log-probabilities; row k is log ỹ for target ``words[k]``.
+
+    Paper: eqs. 3.6-3.7 (ỹ_t = softmax(Lᵀ L y*_t / τ)).
+    """
+    scores = embedding_weight[words] @ embedding_weight.t()  # (U, V): u·l_i for every word i
+    return torch.log_softmax(scores / tau, dim=-1)
+
+
+def augmented_kl(wh: Tensor, targets: Tensor, embedding_weight: Tensor, tau: float, *,
+                 detach_target: bool = True) -> Tensor:
+    """Mean KL(ỹ_t ‖ ŷ_t) over tokens, in nats per token.
+
+    Args:
+        wh: ``(N, V)`` float, W h_t **without bias** (Decision A3: eq. 3.1 as printed).
+        targets: ``(N,)`` int64, the target words y*_t.
+        embedding_weight: ``(V, D)`` float, Lᵀ.
+        tau: temperature > 0 of both distributions.
+        detach_target: True (Decision A2) treats ỹ as a fixed target (stop-gradient into L
+            through ỹ), which gives the gradient (ŷ − ỹ)/τ of eq. 3.4 w.r.t. ``wh``. False
+            lets the gradient flow through ỹ into the embedding (ablation).
+
+    Returns:
+        Scalar tensor ≥ 0.
+
+    Raises:
+        ValueError: on ``tau <= 0`` or mismatched shapes.
+
+    Paper: eqs. 3.1, 3.2, 3.6, 3.7. ỹ is computed once per *distinct* target word of the
+    batch and gathered (the rows of equal targets are equal).
+    """
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    if wh.dim() != 2 or targets.shape != wh.shape[:1] or embedding_weight.shape[0] != wh.shape[1]:
+        raise ValueError(
+            f"expected wh (N, V), targets (N,), embedding_weight (V, D); got "
+            f"{tuple(wh.shape)}, {tuple(targets.shape)}, {tuple(embedding_weight.shape)}"
+        )
+    words, index = torch.unique(targets, return_inverse=True)
+    lt = embedding_weight.detach() if detach_target else embedding_weight
+    log_target = augmented_target_log_probs(lt, words, tau)  # (U, V)
+    target = log_target.exp()
+    neg_entropy = (target * log_target).sum(-1)  # (U,): Σ ỹ log ỹ
+    log_model = torch.log_softmax(wh / tau, dim=-1)  # (N, V): log ŷ
+    cross = (target[index] * log_model).sum(-1)  # (N,): Σ ỹ log ŷ
+    return (neg_entropy[index] - cross).mean()
+
+
+@dataclass(frozen=True)
+class LossParts:
+    """The training objective and its parts.
+
+    ``objective`` is what SGD minimises (Decision T2): J^tot summed over the bptt steps and
+    averaged over the batch, i.e. ``(ce + alpha * aug_kl) * n_tokens / batch_size``.
+    ``ce`` and ``aug_kl`` are per-token means in nats (detached, for logging).
+    """
+
+    objective: Tensor
+    ce: Tensor
+    aug_kl: Tensor
+    n_tokens: int
+
+
+def lm_loss(wh: Tensor, bias: Tensor | None, targets: Tensor, embedding_weight: Tensor, *,
+            alpha: float, tau: float, detach_target: bool = True) -> LossParts:
+    """J^tot = J + alpha · J^aug (eq. 3.3) for a ``(T, B)`` segment, as ``LossParts``.
+
+    Args:
+        wh: ``(T, B, V)`` float, W h_t without bias (``RNNLM.forward``).
+        bias: ``(V,)`` output bias b, or None (tied: b = 0).
+        targets: ``(T, B)`` int64.
+        embedding_weight: ``(V, D)`` Lᵀ, used only when ``alpha > 0``.
+        alpha: weight of J^aug (≥ 0); 0 skips the augmented term entirely.
+        tau, detach_target: as in ``augmented_kl``.
+
+    Paper: eqs. 2.4, 3.3; Decision T2 (sum over time, mean over batch).
+    """
+    batch_size = targets.shape[1]
+    wh = wh.reshape(-1, wh.shape[-1])
+    targets = targets.reshape(-1)
+    logits = wh if bias is None else wh + bias
+    ce = F.cross_entropy(logits, targets)
+    total = ce
+    aug = ce.new_zeros(())
+    if alpha > 0:
+        aug = augmented_kl(wh, targets, embedding_weight, tau, detach_target=detach_target)
+        total = ce + alpha * aug
+    n_tokens = targets.numel()
+    return LossParts(total * (n_tokens / batch_size), ce.detach(), aug.detach(), n_tokens)

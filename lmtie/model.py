@@ -1,0 +1,134 @@
+"""The paper's language model: embedding (Lᵀ), variational-dropout LSTM, projection W.
+
+Paper: Sec. 2 (2.1-2.3), Sec. 6.1. Variational dropout (Gal 2015) with the paper's twist::
+
+    layer l, time t:   h_t = LSTM_l(x_t, m_l ⊙ h_{t-1})      one mask m_l (B, H) per sequence,
+    output of layer l:      m_l ⊙ h_t  → next layer / softmax  the same m_l, fixed across time
+
+No dropout on the input embedding. The LSTM weights live in one ``nn.LSTM`` so that evaluation
+(no dropout) runs PyTorch's fused kernel, while training runs an explicit loop over the same
+tensors with the masks. Both paths compute the same function when the masks are all ones.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lmtie.config import Config
+
+State = tuple[Tensor, Tensor]  # (h, c), each (num_layers, B, H)
+
+
+class RNNLM(nn.Module):
+    """2-layer LSTM language model with optional tying W = Lᵀ (RE) and no bias when tied.
+
+    Args:
+        vocab_size: V.
+        config: embedding_dim D, hidden_size H, num_layers, dropout (drop rate),
+            init_range (uniform init in ±init_range for every weight, Decision T1), tied.
+
+    Attributes:
+        embedding: ``nn.Embedding(V, D)``; its weight ``(V, D)`` is the paper's **Lᵀ**.
+        lstm: ``nn.LSTM(D, H, num_layers)``; ``bias_hh_l*`` are frozen at zero so each gate
+            has one bias, as in TensorFlow's LSTM cell of the paper's code.
+        projection: ``nn.Linear(H, V)``; weight ``(V, H)`` is the paper's **W**; when tied it
+            *is* ``embedding.weight`` (same tensor) and has no bias (b = 0).
+
+    Raises:
+        ValueError: tied with D != H (also checked by ``Config``).
+    """
+
+    def __init__(self, vocab_size: int, config: Config) -> None:
+        super().__init__()
+        if config.tied and config.embedding_dim != config.hidden_size:
+            raise ValueError("tied=True needs embedding_dim == hidden_size (W = Lᵀ)")
+        self.vocab_size = vocab_size
+        self.num_layers = config.num_layers
+        self.hidden_size = config.hidden_size
+        self.dropout = config.dropout
+        self.embedding = nn.Embedding(vocab_size, config.embedding_dim)
+        self.lstm = nn.LSTM(config.embedding_dim, config.hidden_size, config.num_layers)
+        self.projection = nn.Linear(config.hidden_size, vocab_size, bias=not config.tied)
+        if config.tied:
+            self.projection.weight = self.embedding.weight  # Paper: Sec. 4 (RE), W = Lᵀ
+        for name, param in self.named_parameters():
+            if name.startswith("lstm.bias_hh"):
+                nn.init.zeros_(param)
+                param.requires_grad_(False)
+            else:
+                nn.init.uniform_(param, -config.init_range, config.init_range)
+
+    @property
+    def bias(self) -> Tensor | None:
+        """Output bias b ``(V,)``, or None when tied (b = 0)."""
+        return self.projection.bias
+
+    def n_params(self) -> int:
+        """Unique trainable parameters (a tied matrix counted once)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def init_state(self, batch_size: int) -> State:
+        """Zero (h, c), each ``(num_layers, B, H)`` float32 on the model's device."""
+        weight = self.embedding.weight
+        shape = (self.num_layers, batch_size, self.hidden_size)
+        return weight.new_zeros(shape), weight.new_zeros(shape)
+
+    def sample_masks(self, batch_size: int, generator: torch.Generator | None = None) -> Tensor:
+        """One inverted-dropout mask per layer and sequence: ``(num_layers, B, H)`` float32.
+
+        Entries are 0 or 1/(1 - dropout). Drawn on the CPU from ``generator`` (so that CPU
+        and GPU runs with one seed draw the same masks), then moved to the model's device.
+        """
+        keep = 1.0 - self.dropout
+        shape = (self.num_layers, batch_size, self.hidden_size)
+        masks = torch.empty(shape).bernoulli_(keep, generator=generator).div_(keep)
+        return masks.to(self.embedding.weight.device)
+
+    def forward(self, inputs: Tensor, state: State, masks: Tensor | None = None
+                ) -> tuple[Tensor, State]:
+        """Run the model over a bptt segment.
+
+        Args:
+            inputs: ``(T, B)`` int64 token ids (y*_{t-1} of eq. 2.1).
+            state: (h, c) carried from the previous segment, each ``(num_layers, B, H)``.
+            masks: ``(num_layers, B, H)`` from ``sample_masks`` to train with dropout, or
+                None for no dropout (evaluation). None runs the fused LSTM kernel.
+
+        Returns:
+            ``wh``: ``(T, B, V)`` float32, the logits **without bias** (W h_t; add ``bias``
+            for eq. 2.3; eq. 3.1 uses ``wh / tau`` as printed, Decision A3), and the new
+            state (h, c), unmasked, for the next segment.
+        """
+        x = self.embedding(inputs)  # no dropout on the input embedding (Sec. 6.1)
+        if masks is None:
+            out, state = self.lstm(x, state)
+        else:
+            out, state = self._masked_lstm(x, state, masks)
+        return F.linear(out, self.projection.weight), state
+
+    def _masked_lstm(self, x: Tensor, state: State, masks: Tensor) -> tuple[Tensor, State]:
+        """Explicit LSTM loop with the variational masks: ``x (T, B, D)`` → ``(T, B, H)``."""
+        h0, c0 = state
+        new_h, new_c = [], []
+        for layer in range(self.num_layers):
+            w_ih = getattr(self.lstm, f"weight_ih_l{layer}")
+            w_hh = getattr(self.lstm, f"weight_hh_l{layer}")
+            bias = getattr(self.lstm, f"bias_ih_l{layer}")
+            mask = masks[layer]
+            # The masks are fixed across time, so every step's input projection is known
+            # up front: one (T*B, Din) x (Din, 4H) matmul instead of T small ones.
+            x_proj = F.linear(x, w_ih, bias)
+            h, c = h0[layer], c0[layer]
+            outputs = []
+            for t in range(x.shape[0]):
+                gates = torch.addmm(x_proj[t], h * mask, w_hh.t())
+                i, f, g, o = gates.chunk(4, 1)  # nn.LSTM gate order
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+                outputs.append(h)
+            new_h.append(h)
+            new_c.append(c)
+            x = torch.stack(outputs) * mask  # the same mask feeds the next layer / softmax
+        return x, (torch.stack(new_h), torch.stack(new_c))

@@ -1,0 +1,292 @@
+"""Training and evaluation: ``fit(config)`` writes a run dir; ``evaluate`` gives perplexity.
+
+Paper: Sec. 6.1 and appendix (SGD, lr decay, clipping, state carried across segments);
+Decisions T1, T2, E1 of PAPER.md.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from lmtie import reference, runs
+from lmtie.analysis import subspace_distance, top_k_predictions
+from lmtie.config import Config
+from lmtie.data import Corpus, batchify, bptt_batches, num_bptt_batches
+from lmtie.loss import lm_loss
+from lmtie.model import RNNLM
+
+
+def perplexity(total_nll: float, n_tokens: int) -> float:
+    """``exp(total_nll / n_tokens)``: total cross-entropy in nats over the number of targets.
+
+    Raises:
+        ValueError: ``n_tokens <= 0``.
+
+    Paper: Sec. 2; never averaged per batch (one of the Keras repo's bugs).
+    """
+    if n_tokens <= 0:
+        raise ValueError(f"n_tokens must be positive, got {n_tokens}")
+    return math.exp(total_nll / n_tokens)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cpu``; ``cuda``.
+
+    Raises:
+        ValueError: unknown name, or ``cuda`` without a CUDA device.
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda but no CUDA device is visible; use --device cpu")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Evaluation of a stream: total NLL (nats), token count, perplexity, and optionally the
+    mean p(<unk>) the model gives and the mean rank (1 = top) of the target word."""
+
+    nll: float
+    n_tokens: int
+    perplexity: float
+    mean_p_unk: float | None = None
+    mean_target_rank: float | None = None
+
+
+@torch.no_grad()
+def evaluate(model: RNNLM, data: torch.Tensor, bptt: int, *, unk_id: int | None = None,
+             progress: bool = False) -> EvalResult:
+    """Perplexity of ``model`` (no dropout) over ``data``, state carried across segments.
+
+    Args:
+        data: ``(L, B)`` int64 from ``batchify`` (B = 1 for Decision E1's test protocol).
+        bptt: segment length (does not change the result beyond float rounding).
+        unk_id: id of ``<unk>``; when given, also the mean p(<unk>) and mean target rank.
+
+    Paper: Decision E1 (test: batch 1, whole stream, state carried).
+    """
+    was_training = model.training
+    model.eval()
+    data = data.to(model.embedding.weight.device)
+    state = model.init_state(data.shape[1])
+    nll = torch.zeros((), dtype=torch.float64, device=data.device)
+    p_unk = torch.zeros_like(nll)
+    ranks = torch.zeros_like(nll)
+    batches = tqdm(bptt_batches(data, bptt), total=num_bptt_batches(data, bptt),
+                   desc="evaluate", disable=not progress, leave=False)
+    for inputs, targets in batches:
+        wh, state = model(inputs, state)
+        logits = (wh if model.bias is None else wh + model.bias).flatten(0, 1)
+        log_probs = torch.log_softmax(logits, dim=-1)
+        target_lp = log_probs.gather(1, targets.reshape(-1, 1))
+        nll -= target_lp.sum()
+        if unk_id is not None:
+            p_unk += log_probs[:, unk_id].exp().sum()
+            ranks += (log_probs > target_lp).sum() + targets.numel()
+    model.train(was_training)
+    n = data.shape[0] * data.shape[1] - data.shape[1]
+    stats = {}
+    if unk_id is not None:
+        stats = {"mean_p_unk": p_unk.item() / n, "mean_target_rank": ranks.item() / n}
+    return EvalResult(nll.item(), n, perplexity(nll.item(), n), **stats)
+
+
+def _train_epoch(model: RNNLM, optimizer: torch.optim.Optimizer, data: torch.Tensor,
+                 config: Config, generator: torch.Generator, desc: str, progress: bool
+                 ) -> dict[str, float]:
+    """One epoch of SGD over ``data`` ``(L, B)``; returns per-token train CE, J^aug, speed."""
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    state = model.init_state(config.batch_size)
+    n_batches = num_bptt_batches(data, config.bptt)
+    if config.max_batches is not None:
+        n_batches = min(n_batches, config.max_batches)
+    ce_sum = torch.zeros((), dtype=torch.float64, device=data.device)
+    aug_sum = torch.zeros_like(ce_sum)
+    n_tokens = 0
+    start = time.perf_counter()
+    bar = tqdm(total=n_batches, desc=desc, disable=not progress, unit="batch", leave=False)
+    for step, (inputs, targets) in enumerate(bptt_batches(data, config.bptt)):
+        if step == n_batches:
+            break
+        state = tuple(s.detach() for s in state)  # truncated BPTT, state carried
+        masks = model.sample_masks(config.batch_size, generator) if config.dropout else None
+        wh, state = model(inputs, state, masks)
+        parts = lm_loss(wh, model.bias, targets, model.embedding.weight, alpha=config.alpha,
+                        tau=config.tau, detach_target=config.detach_target)
+        optimizer.zero_grad(set_to_none=True)
+        parts.objective.backward()
+        torch.nn.utils.clip_grad_norm_(params, config.clip_norm)
+        optimizer.step()
+        ce_sum += parts.ce * parts.n_tokens
+        aug_sum += parts.aug_kl * parts.n_tokens
+        n_tokens += parts.n_tokens
+        bar.update()
+        if step % 50 == 0 or step == n_batches - 1:  # one host sync every 50 steps
+            train_ce = ce_sum.item() / n_tokens
+            if not math.isfinite(train_ce):
+                raise FloatingPointError(f"non-finite training loss at step {step}")
+            bar.set_postfix(ppl=f"{math.exp(min(train_ce, 50)):.1f}",
+                            tok_s=f"{n_tokens / (time.perf_counter() - start):.0f}")
+    bar.close()
+    return {"train_ce": ce_sum.item() / n_tokens, "train_aug_kl": aug_sum.item() / n_tokens,
+            "tokens_per_s": n_tokens / (time.perf_counter() - start)}
+
+
+def checkpoint_dir_for(config: Config, checkpoint_dir: str | Path | None) -> Path:
+    """``checkpoint_dir`` or ``~/.cache/lmtie/checkpoints/<run_id>/`` (outside the git tree)."""
+    if checkpoint_dir is None:
+        return (runs.DEFAULT_CHECKPOINT_ROOT / config.run_id).expanduser()
+    return Path(checkpoint_dir).expanduser()
+
+
+def fit(config: Config, *, data_dir: str | Path | None = None,
+        results_dir: str | Path = "results/runs", checkpoint_dir: str | Path | None = None,
+        device: str = "auto", resume: bool = False, force: bool = False,
+        progress: bool = True) -> Path:
+    """Train ``config`` and write its run dir; returns ``results_dir/<run_id>``.
+
+    Per epoch: SGD at ``config.lr_at(epoch)``, validation perplexity (batch
+    ``eval_batch_size``), subspace distance(Lᵀ, W) when untied, then ``best.pt`` (when the
+    validation perplexity improved) and ``last.pt`` (always) in the checkpoint dir, and the
+    ``metrics.jsonl`` row. At the end the best checkpoint gives the test perplexity (batch
+    ``test_batch_size``, Decision E1), ``final.json`` and ``predictions.json``.
+
+    Args:
+        resume: continue from ``last.pt`` if there is one (same config required), else start.
+        force: start from scratch, deleting this run's result files and checkpoints.
+
+    Raises:
+        ValueError: the run dir already holds a run and neither ``resume`` nor ``force`` is
+            set, or ``resume`` finds a checkpoint of a different config.
+        FileNotFoundError: the corpus is missing (says how to get it).
+        FloatingPointError: the loss became NaN/inf; the last good checkpoint is kept.
+    """
+    run_dir = Path(results_dir) / config.run_id
+    ckpt_dir = checkpoint_dir_for(config, checkpoint_dir)
+    last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
+    if force:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    elif not resume and (run_dir / "metrics.jsonl").exists():
+        raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or "
+                         "--force to start it again from scratch")
+    dev = resolve_device(device)
+    corpus = Corpus(config.corpus, data_dir)
+    torch.manual_seed(config.seed)
+    model = RNNLM(len(corpus.vocab), config).to(dev)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+    generator = torch.Generator().manual_seed(config.seed)  # dropout masks, on the CPU
+    history: list[dict] = []
+    best = {"epoch": 0, "valid_ppl": math.inf}
+    wall = 0.0
+    if resume and last_path.is_file():
+        ckpt = runs.load_checkpoint(last_path)
+        if Config.from_dict(ckpt["config"]) != config:
+            raise ValueError(f"{last_path} was trained with another config; use --force to "
+                             "start again, or a different --checkpoint-dir")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        generator.set_state(ckpt["generator"])
+        history, best, wall = ckpt["history"], ckpt["best"], ckpt["wall_s"]
+    runs.write_json(run_dir / "config.json", config.to_dict())
+    runs.write_json(run_dir / "env.json", runs.environment(dev))
+    runs.write_jsonl(run_dir / "metrics.jsonl", history)
+
+    train = batchify(corpus.train, config.batch_size).to(dev)
+    valid = batchify(corpus.valid, config.eval_batch_size)
+    for epoch in range(len(history) + 1, config.epochs + 1):
+        lr = config.lr_at(epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        desc = f"{config.run_id} epoch {epoch}/{config.epochs}"
+        epoch_start = time.perf_counter()
+        row = {"epoch": epoch, "lr": lr,
+               **_train_epoch(model, optimizer, train, config, generator, desc, progress)}
+        row["valid_ppl"] = evaluate(model, valid, config.bptt).perplexity
+        if not math.isfinite(row["valid_ppl"]):
+            raise FloatingPointError(f"validation perplexity is {row['valid_ppl']} at epoch "
+                                     f"{epoch}; the last good checkpoint is {last_path}")
+        row["subspace_distance"] = None if config.tied else subspace_distance(
+            model.embedding.weight, model.projection.weight)
+        wall += time.perf_counter() - epoch_start
+        row["elapsed_s"] = wall  # wall time since the run started (training + validation)
+        history.append(row)
+        if row["valid_ppl"] < best["valid_ppl"]:
+            best = {"epoch": epoch, "valid_ppl": row["valid_ppl"]}
+            runs.save_checkpoint(best_path, {"config": config.to_dict(), "epoch": epoch,
+                                             "model": model.state_dict()})
+        runs.save_checkpoint(last_path, {
+            "config": config.to_dict(), "epoch": epoch, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+            "history": history, "best": best, "wall_s": wall})
+        runs.write_jsonl(run_dir / "metrics.jsonl", history)
+        if progress:
+            tqdm.write(f"{config.run_id} epoch {epoch}: lr {lr:.4g}  train ppl "
+                       f"{math.exp(row['train_ce']):.2f}  valid ppl {row['valid_ppl']:.2f}  "
+                       f"{row['tokens_per_s']:.0f} tok/s")
+    finish(config, model, corpus, run_dir, best_path, dev, history, progress)
+    return run_dir
+
+
+def finish(config: Config, model: RNNLM, corpus: Corpus, run_dir: Path, best_path: Path,
+           device: torch.device, history: list[dict], progress: bool = False) -> dict:
+    """Load the best checkpoint, measure test perplexity (Decision E1), write ``final.json``
+    and ``predictions.json``; returns the final dict.
+
+    Args:
+        history: the ``metrics.jsonl`` rows of the run (one per completed epoch).
+    """
+    best = runs.load_checkpoint(best_path)
+    model.load_state_dict(best["model"])
+    test = evaluate(model, batchify(corpus.test, config.test_batch_size), config.bptt,
+                    unk_id=corpus.vocab.stoi["<unk>"], progress=progress)
+    final = {
+        "run_id": config.run_id, "corpus": config.corpus, "size": config.size,
+        "variant": config.variant, "tied": config.tied, "alpha": config.alpha,
+        "tau": config.tau, "seed": config.seed, "n_params": model.n_params(),
+        "epochs_run": len(history), "best_epoch": best["epoch"],
+        "valid_ppl": history[best["epoch"] - 1]["valid_ppl"], "test_ppl": test.perplexity,
+        "eval_batch_size": config.eval_batch_size, "test_batch_size": config.test_batch_size,
+        "preset": config.preset, "wall_s": history[-1]["elapsed_s"], "device": str(device),
+    }
+    phrases = [{"context": p["context"], "target": p["target"],
+                "top10": top_k_predictions(model, corpus.vocab, p["context"], 10)}
+               for p in reference.PHRASES]
+    runs.write_json(run_dir / "predictions.json", {
+        "run_id": config.run_id, "best_epoch": best["epoch"], "phrases": phrases,
+        "mean_p_unk": test.mean_p_unk, "mean_target_rank": test.mean_target_rank,
+        "n_tokens": test.n_tokens})
+    runs.write_json(run_dir / "final.json", final)
+    return final
+
+
+
+def evaluate_run(run_dir: str | Path, *, data_dir: str | Path | None = None,
+                 checkpoint_dir: str | Path | None = None, device: str = "auto",
+                 progress: bool = True) -> dict:
+    """Re-measure a finished (or interrupted) run from its best checkpoint; rewrites
+    ``final.json`` and ``predictions.json`` and returns the final dict.
+
+    Raises:
+        FileNotFoundError: no ``config.json``/``metrics.jsonl`` in ``run_dir``, or no
+            ``best.pt`` in the checkpoint dir.
+    """
+    run_dir = Path(run_dir)
+    config = Config.from_dict(runs.read_json(run_dir / "config.json"))
+    history = runs.read_jsonl(run_dir / "metrics.jsonl")
+    dev = resolve_device(device)
+    corpus = Corpus(config.corpus, data_dir)
+    model = RNNLM(len(corpus.vocab), config).to(dev)
+    best_path = checkpoint_dir_for(config, checkpoint_dir) / "best.pt"
+    return finish(config, model, corpus, run_dir, best_path, dev, history, progress)

@@ -1,0 +1,107 @@
+"""Loss numbers against hand-written references (PAPER.md §2, DESIGN.md §5)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lmtie.loss import augmented_kl, lm_loss
+
+
+def naive_kl(wh, targets, emb, tau):
+    """Per-token loop, float64, straight from eqs. 3.1, 3.2, 3.6, 3.7."""
+    total = 0.0
+    for n in range(wh.shape[0]):
+        u = emb[targets[n]].double()  # u_t = L y*_t
+        target = torch.softmax(emb.double() @ u / tau, 0)  # ỹ = softmax(Lᵀ u / τ)
+        model = torch.softmax(wh[n].double() / tau, 0)  # ŷ = softmax(W h / τ)
+        total += float((target * (target.log() - model.log())).sum())
+    return total / wh.shape[0]
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(0)
+    V, D, N = 30, 8, 12
+    emb = torch.randn(V, D, generator=g)
+    wh = 3 * torch.randn(N, V, generator=g)
+    targets = torch.randint(0, V, (N,), generator=g)
+    targets[:4] = targets[4]  # repeated targets exercise the unique/gather path
+    return wh, targets, emb
+
+
+@pytest.mark.parametrize("tau", [0.5, 1.0, 20.0])
+def test_augmented_kl_equals_naive_loop(batch, tau):
+    wh, targets, emb = batch
+    assert augmented_kl(wh, targets, emb, tau).item() == pytest.approx(
+        naive_kl(wh, targets, emb, tau), rel=1e-5, abs=1e-7)
+
+
+def test_augmented_kl_nonnegative_and_zero_at_target(batch):
+    wh, targets, emb = batch
+    assert augmented_kl(wh, targets, emb, 2.0).item() > 0.01
+    wh_star = emb[targets] @ emb.t()  # W h_t = Lᵀ u_t  =>  ŷ = ỹ
+    assert augmented_kl(wh_star, targets, emb, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_gradient_is_eq_3_4(batch):
+    wh, targets, emb = batch
+    tau = 3.0
+    wh = wh.double().requires_grad_()
+    augmented_kl(wh, targets, emb.double(), tau).backward()
+    target = torch.softmax(emb.double()[targets] @ emb.double().t() / tau, -1)
+    model = torch.softmax(wh.detach() / tau, -1)
+    expected = (model - target) / tau / wh.shape[0]  # (ŷ − ỹ)/τ per token, mean over N
+    torch.testing.assert_close(wh.grad, expected)
+
+
+def test_gradcheck_float64(batch):
+    wh, targets, emb = batch
+    wh = wh[:5].double().requires_grad_()
+    emb = emb.double().requires_grad_()
+    targets = targets[:5]
+    assert torch.autograd.gradcheck(
+        lambda w, e: augmented_kl(w, targets, e, 1.5, detach_target=False), (wh, emb))
+
+
+def test_stop_gradient_through_target(batch):
+    wh, targets, emb = batch
+    wh = wh.clone().requires_grad_()
+    emb = emb.clone().requires_grad_()
+    augmented_kl(wh, targets, emb, 2.0, detach_target=True).backward()
+    assert emb.grad is None  # ỹ is a fixed target (Decision A2)
+    assert wh.grad.abs().sum() > 0
+    augmented_kl(wh, targets, emb, 2.0, detach_target=False).backward()
+    assert emb.grad is not None and emb.grad.abs().sum() > 0
+
+
+def test_alpha_zero_is_plain_cross_entropy(batch):
+    wh, targets, emb = batch
+    T, B = 3, 4
+    bias = torch.randn(wh.shape[1])
+    parts = lm_loss(wh.reshape(T, B, -1), bias, targets.reshape(T, B), emb, alpha=0.0, tau=20.0)
+    logp = torch.log_softmax((wh + bias).double(), -1)
+    ce = -sum(logp[n, targets[n]] for n in range(len(targets))) / len(targets)
+    assert parts.ce.item() == pytest.approx(float(ce), rel=1e-6)
+    assert parts.aug_kl.item() == 0.0
+    # Decision T2: summed over the T steps, averaged over the batch
+    assert parts.objective.item() == pytest.approx(float(ce) * T, rel=1e-6)
+
+
+def test_total_loss_is_ce_plus_alpha_kl(batch):
+    wh, targets, emb = batch
+    parts = lm_loss(wh.reshape(3, 4, -1), None, targets.reshape(3, 4), emb, alpha=13.0, tau=20.0)
+    ce = F.cross_entropy(wh, targets).item()
+    kl = naive_kl(wh, targets, emb, 20.0)
+    assert parts.aug_kl.item() == pytest.approx(kl, rel=1e-5)
+    assert parts.objective.item() == pytest.approx((ce + 13.0 * kl) * 3, rel=1e-5)
+
+
+def test_bad_inputs(batch):
+    wh, targets, emb = batch
+    with pytest.raises(ValueError, match="tau"):
+        augmented_kl(wh, targets, emb, 0.0)
+    with pytest.raises(ValueError, match="expected wh"):
+        augmented_kl(wh, targets[:-1], emb, 1.0)
+    assert math.isfinite(augmented_kl(wh, targets, emb, 1.0).item())

@@ -1,0 +1,94 @@
+"""Model structure, tying, parameter counts, variational dropout semantics."""
+
+import pytest
+import torch
+
+from lmtie.config import make_config
+from lmtie.model import RNNLM
+from lmtie.reference import N_PARAMS_M
+
+VOCAB = {"ptb": 10_000, "wikitext-2": 33_278}
+
+
+def small_model(variant="vd", **overrides):
+    torch.manual_seed(0)
+    config = make_config("ptb", "small", variant, **overrides)
+    return RNNLM(50, config.replace(embedding_dim=16, hidden_size=16)), config
+
+
+def test_tied_shares_storage_and_has_no_bias():
+    model, _ = small_model("re")
+    assert model.projection.weight is model.embedding.weight
+    assert model.bias is None
+    untied, _ = small_model("vd")
+    assert untied.projection.weight.data_ptr() != untied.embedding.weight.data_ptr()
+    assert untied.bias is not None and untied.bias.shape == (50,)
+
+
+@pytest.mark.parametrize(("corpus", "size", "tied"), sorted(N_PARAMS_M))
+def test_parameter_counts_match_paper(corpus, size, tied):
+    config = make_config(corpus, size, "re" if tied else "vd")
+    with torch.device("meta"):  # counts only: no memory for the 66M-parameter model
+        model = RNNLM(VOCAB[corpus], config)
+    paper = N_PARAMS_M[(corpus, size, tied)]
+    decimals = len(str(paper).split(".")[1])  # the paper rounds to its printed digits
+    assert round(model.n_params() / 1e6, decimals) == paper
+
+
+def test_init_is_uniform_in_range_and_single_gate_bias():
+    model, config = small_model()
+    for name, p in model.named_parameters():
+        if name.startswith("lstm.bias_hh"):
+            assert not p.requires_grad and p.abs().max() == 0
+        else:
+            assert p.abs().max() <= config.init_range
+            assert p.abs().max() > 0.8 * config.init_range
+
+
+def test_masks_are_per_sequence_and_inverted_dropout():
+    model, config = small_model(dropout=0.3)
+    masks = model.sample_masks(400, torch.Generator().manual_seed(1))
+    assert masks.shape == (2, 400, 16)  # one mask per layer and sequence, none per time step
+    keep = 1 - config.dropout
+    torch.testing.assert_close(masks.unique(), torch.tensor([0.0, 1 / keep]))
+    assert (masks > 0).float().mean().item() == pytest.approx(keep, abs=0.02)
+
+
+def reference_lstm(model, x, state, masks):
+    """nn.LSTMCell-style loop written independently: m_l on h for recurrence and output."""
+    h0, c0 = state
+    for layer in range(model.num_layers):
+        cell = torch.nn.LSTMCell(x.shape[-1], model.hidden_size)
+        with torch.no_grad():
+            cell.weight_ih.copy_(getattr(model.lstm, f"weight_ih_l{layer}"))
+            cell.weight_hh.copy_(getattr(model.lstm, f"weight_hh_l{layer}"))
+            cell.bias_ih.copy_(getattr(model.lstm, f"bias_ih_l{layer}"))
+            cell.bias_hh.zero_()
+        h, c, m, out = h0[layer], c0[layer], masks[layer], []
+        for t in range(x.shape[0]):
+            h, c = cell(x[t], (m * h, c))  # the same m at every step ...
+            out.append(m * h)  # ... and on the output to the next layer / softmax
+        x = torch.stack(out)
+    return x
+
+
+def test_masked_forward_matches_reference_semantics():
+    model, _ = small_model(dropout=0.5)
+    inputs = torch.randint(0, 50, (7, 3))
+    state = tuple(torch.randn(2, 3, 16) for _ in range(2))
+    masks = model.sample_masks(3, torch.Generator().manual_seed(2))
+    wh, _ = model(inputs, state, masks)
+    hidden = reference_lstm(model, model.embedding(inputs), state, masks)
+    expected = hidden @ model.projection.weight.t()
+    torch.testing.assert_close(wh, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_and_masked_paths_agree_without_dropout():
+    model, _ = small_model()
+    inputs = torch.randint(0, 50, (9, 4))
+    state = tuple(torch.randn(2, 4, 16) for _ in range(2))
+    fused, (h1, c1) = model(inputs, state)
+    looped, (h2, c2) = model(inputs, state, torch.ones(2, 4, 16))
+    torch.testing.assert_close(fused, looped, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h1, h2, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(c1, c2, rtol=1e-5, atol=1e-5)
