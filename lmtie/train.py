@@ -231,8 +231,7 @@ def fit(config: Config, *, data_dir: str | Path | None = None,
             "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
             "history": history, "best": best, "wall_s": wall})
         runs.write_jsonl(run_dir / "metrics.jsonl", history)
-        if progress:
-            tqdm.write(f"{config.run_id} epoch {epoch}: lr {lr:.4g}  train ppl "
+        tqdm.write(f"{config.run_id} epoch {epoch}: lr {lr:.4g}  train ppl "
                        f"{math.exp(row['train_ce']):.2f}  valid ppl {row['valid_ppl']:.2f}  "
                        f"{row['tokens_per_s']:.0f} tok/s")
     finish(config, model, corpus, run_dir, best_path, dev, history, progress)
