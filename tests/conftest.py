@@ -4,6 +4,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tests are small: one thread is faster than two fighting over a busy machine, and makes
+# float reductions reproducible.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,171 @@
+"""Training loop: determinism, resume, NaN guard, evaluation numbers, run files."""
+
+import json
+import math
+import random
+
+import pytest
+import torch
+
+from lmtie import data, runs, train
+from lmtie.config import make_config
+from lmtie.data import batchify
+from lmtie.model import RNNLM
+from lmtie.reference import PHRASES
+
+TIME_KEYS = {"tokens_per_s", "elapsed_s", "wall_s"}
+
+
+@pytest.fixture
+def tiny_ptb(tmp_path, monkeypatch):
+    """A small PTB-layout corpus whose vocabulary covers the paper's four phrases."""
+    words = sorted({w for p in PHRASES for w in p["context"].split()} | {"<unk>", "N"})
+    rng = random.Random(0)
+    root = tmp_path / "data"
+    (root / "ptb").mkdir(parents=True)
+    counts = {}
+    for split, n_lines in (("train", 120), ("valid", 15), ("test", 15)):
+        lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
+                 for _ in range(n_lines)]
+        if split == "train":
+            lines.append(" ".join(words))  # every word appears in train
+        text = "\n".join(lines) + "\n"
+        (root / "ptb" / f"ptb.{split}.txt").write_text(text)
+        counts[split] = len(data.tokenize(text))
+    monkeypatch.setitem(data.EXPECTED, "ptb",
+                        {"tokens": counts, "vocab_size": len(words) + 1, "sha256": None})
+    return root
+
+
+def tiny_config(variant="real", **overrides):
+    values = dict(embedding_dim=12, hidden_size=12, batch_size=4, bptt=5, epochs=3,
+                  eval_batch_size=4, preset="test")
+    return make_config("ptb", "small", variant, **{**values, **overrides})
+
+
+def fit(config, tmp_path, data_dir, **kwargs):
+    return train.fit(config, data_dir=data_dir, results_dir=tmp_path / "runs",
+                     checkpoint_dir=tmp_path / "ckpt" / config.run_id, device="cpu",
+                     progress=False, **kwargs)
+
+
+def without_times(rows):
+    return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in rows]
+
+
+def test_perplexity_and_uniform_model():
+    assert train.perplexity(math.log(7) * 10, 10) == pytest.approx(7.0)
+    with pytest.raises(ValueError, match="n_tokens"):
+        train.perplexity(1.0, 0)
+    model = RNNLM(37, tiny_config())
+    torch.nn.init.zeros_(model.projection.weight)  # all logits 0: p = 1/V everywhere
+    result = train.evaluate(model, batchify(torch.randint(0, 37, (200,)), 1), 35, unk_id=3)
+    assert result.perplexity == pytest.approx(37.0, rel=1e-5)
+    assert result.n_tokens == 199
+    assert result.mean_p_unk == pytest.approx(1 / 37, rel=1e-5)
+
+
+def test_evaluate_matches_direct_computation_and_is_bptt_invariant():
+    torch.manual_seed(3)
+    model = RNNLM(20, tiny_config("vd"))
+    stream = torch.randint(0, 20, (61,))
+    with torch.no_grad():  # one pass over the whole stream with batch 1
+        wh, _ = model(stream[:-1].unsqueeze(1), model.init_state(1))
+        logp = torch.log_softmax((wh + model.bias).squeeze(1), -1)
+        nll = -logp[torch.arange(60), stream[1:]].sum().item()
+        rank = (logp > logp[torch.arange(60), stream[1:]].unsqueeze(1)).sum(1) + 1
+    for bptt in (1, 7, 35):
+        result = train.evaluate(model, batchify(stream, 1), bptt, unk_id=0)
+        assert result.nll == pytest.approx(nll, rel=1e-5)
+        assert result.mean_target_rank == pytest.approx(rank.double().mean().item())
+
+
+def test_run_files_and_same_seed_is_identical(tmp_path, tiny_ptb):
+    config = tiny_config()
+    run_a = fit(config, tmp_path / "a", tiny_ptb)
+    run_b = fit(config, tmp_path / "b", tiny_ptb)
+    rows_a = runs.read_jsonl(run_a / "metrics.jsonl")
+    assert len(rows_a) == 3 and {"epoch", "lr", "train_ce", "train_aug_kl", "valid_ppl",
+                                 "subspace_distance", "tokens_per_s", "elapsed_s"} <= set(rows_a[0])
+    assert rows_a[0]["subspace_distance"] is None  # tied: W = Lᵀ, nothing to measure
+    assert rows_a[0]["train_aug_kl"] > 0
+    assert without_times(rows_a) == without_times(runs.read_jsonl(run_b / "metrics.jsonl"))
+    final = runs.read_json(run_a / "final.json")
+    assert final == {**runs.read_json(run_b / "final.json"), "wall_s": final["wall_s"]}
+    assert final["valid_ppl"] == min(r["valid_ppl"] for r in rows_a)
+    assert final["best_epoch"] == 1 + [r["valid_ppl"] for r in rows_a].index(final["valid_ppl"])
+    assert math.isfinite(final["test_ppl"]) and final["test_batch_size"] == 1
+    assert final["tied"] and final["alpha"] == pytest.approx(13.0)
+    predictions = runs.read_json(run_a / "predictions.json")
+    assert len(predictions["phrases"]) == 4 and len(predictions["phrases"][0]["top10"]) == 10
+    assert 1 <= predictions["mean_target_rank"] <= final["n_params"]
+    env = runs.read_json(run_a / "env.json")
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu"
+
+
+def test_kill_and_resume_equals_uninterrupted(tmp_path, tiny_ptb, monkeypatch):
+    config = tiny_config("al")
+    whole = fit(config, tmp_path / "whole", tiny_ptb)
+    real_epoch, calls = train._train_epoch, []
+
+    def dies_in_epoch_3(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the process is killed mid-epoch
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train, "_train_epoch", dies_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, tmp_path / "killed", tiny_ptb)
+    monkeypatch.setattr(train, "_train_epoch", real_epoch)
+    killed_dir = tmp_path / "killed" / "runs" / config.run_id
+    assert len(runs.read_jsonl(killed_dir / "metrics.jsonl")) == 2
+    with pytest.raises(ValueError, match="--resume"):
+        fit(config, tmp_path / "killed", tiny_ptb)
+    resumed = fit(config, tmp_path / "killed", tiny_ptb, resume=True)
+    assert without_times(runs.read_jsonl(resumed / "metrics.jsonl")) == without_times(
+        runs.read_jsonl(whole / "metrics.jsonl"))
+    a, b = runs.read_json(resumed / "final.json"), runs.read_json(whole / "final.json")
+    assert {k: v for k, v in a.items() if k not in TIME_KEYS} == {
+        k: v for k, v in b.items() if k not in TIME_KEYS}
+    other = config.replace(tau=10.0)  # same run_id and checkpoint dir, another config
+    with pytest.raises(ValueError, match="another config"):
+        train.fit(other, data_dir=tiny_ptb, results_dir=tmp_path / "other",
+                  checkpoint_dir=tmp_path / "killed" / "ckpt" / config.run_id, device="cpu",
+                  progress=False, resume=True)
+
+
+def test_nan_guard_keeps_last_good_checkpoint(tmp_path, tiny_ptb, monkeypatch):
+    config = tiny_config()
+    train_rows = batchify(data.Corpus("ptb", tiny_ptb).train, config.batch_size)
+    per_epoch = data.num_bptt_batches(train_rows, config.bptt)
+    real_loss, calls = train.lm_loss, []
+
+    def poisoned(*args, **kwargs):
+        parts = real_loss(*args, **kwargs)
+        calls.append(1)
+        if len(calls) > per_epoch + 3:  # epoch 1 is clean; in epoch 2 the loss turns NaN
+            return type(parts)(parts.objective * math.nan, parts.ce * math.nan,
+                               parts.aug_kl, parts.n_tokens)
+        return parts
+
+    monkeypatch.setattr(train, "lm_loss", poisoned)
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        fit(config, tmp_path, tiny_ptb)
+    ckpt = runs.load_checkpoint(tmp_path / "ckpt" / config.run_id / "last.pt")
+    assert ckpt["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in ckpt["model"].values())
+
+
+def test_bad_inputs(tmp_path, tiny_ptb):
+    with pytest.raises(ValueError, match="cpu"):
+        train.resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA"):
+            train.resolve_device("cuda")
+    with pytest.raises(FileNotFoundError, match="lmtie data download"):
+        fit(tiny_config(), tmp_path, tmp_path / "nowhere")
+    (tmp_path / "bad.json").write_text("{oops")
+    with pytest.raises(ValueError, match=r"bad\.json"):
+        runs.read_json(tmp_path / "bad.json")
+    json.dumps(tiny_config().to_dict())  # config.json is plain JSON
