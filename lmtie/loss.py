@@ -92,17 +92,74 @@ def lm_loss(wh: Tensor, bias: Tensor | None, targets: Tensor, embedding_weight: 
         alpha: weight of J^aug (≥ 0); 0 skips the augmented term entirely.
         tau, detach_target: as in ``augmented_kl``.
 
-    Paper: eqs. 2.4, 3.3; Decision T2 (sum over time, mean over batch).
+    With ỹ a fixed target (``detach_target=True``, the default) the loss runs as one fused
+    pass over the logits (``_FusedLoss``: both softmaxes, the gradient of eq. 3.4 written
+    directly); the ablation ``detach_target=False`` runs ``augmented_kl`` under autograd.
+    Both give the same numbers (tests/test_loss.py).
+
+    Paper: eqs. 2.4, 3.3, 3.4; Decision T2 (sum over time, mean over batch).
     """
     batch_size = targets.shape[1]
     wh = wh.reshape(-1, wh.shape[-1])
     targets = targets.reshape(-1)
-    logits = wh if bias is None else wh + bias
-    ce = F.cross_entropy(logits, targets)
-    total = ce
-    aug = ce.new_zeros(())
-    if alpha > 0:
-        aug = augmented_kl(wh, targets, embedding_weight, tau, detach_target=detach_target)
-        total = ce + alpha * aug
     n_tokens = targets.numel()
-    return LossParts(total * (n_tokens / batch_size), ce.detach(), aug.detach(), n_tokens)
+    scale = n_tokens / batch_size  # Decision T2: per-token mean × T
+    if alpha > 0 and not detach_target:
+        logits = wh if bias is None else wh + bias
+        ce = F.cross_entropy(logits, targets)
+        aug = augmented_kl(wh, targets, embedding_weight, tau, detach_target=False)
+        return LossParts((ce + alpha * aug) * scale, ce.detach(), aug.detach(), n_tokens)
+    target = None
+    if alpha > 0:
+        with torch.no_grad():
+            words, index = torch.unique(targets, return_inverse=True)
+            target = (augmented_target_log_probs(embedding_weight, words, tau), index)
+    stats = torch.empty(2, dtype=wh.dtype, device=wh.device)  # filled with (ce, aug_kl)
+    objective = _FusedLoss.apply(wh, bias, targets, target, alpha, tau, scale, stats)
+    return LossParts(objective, stats[0], stats[1], n_tokens)
+
+
+class _FusedLoss(torch.autograd.Function):
+    """``scale · (CE(wh + b) + alpha · KL(ỹ ‖ softmax(wh / tau)))`` with its gradient.
+
+    The gradient w.r.t. ``wh`` is ``scale / N · [softmax(wh + b) − onehot(y)
+    + alpha / tau · (softmax(wh / tau) − ỹ)]`` (eqs. 2.4 and 3.4), computed in the forward
+    pass from the same buffers, so each (N, V) softmax is evaluated once and no autograd graph
+    is built over the logits. ỹ is a constant (Decision A2), given as ``(log ỹ per distinct
+    target (U, V), index (N,))``. The entropy of ỹ enters only the logged KL.
+    """
+
+    @staticmethod
+    def forward(ctx, wh, bias, targets, target, alpha, tau, scale, stats):
+        n = targets.numel()
+        rows = torch.arange(n, device=targets.device)
+        logits = wh if bias is None else wh + bias
+        grad = torch.log_softmax(logits, dim=-1)
+        del logits
+        ce = -grad[rows, targets].mean()
+        grad.exp_()  # softmax(wh + b)
+        grad[rows, targets] -= 1.0
+        # b enters J only (Decision A3: eq. 3.1 has no bias), so its gradient is J's alone
+        grad_bias = grad.sum(0).mul_(scale / n) if bias is not None else None
+        aug = ce.new_zeros(())
+        if target is not None:
+            log_target, index = target
+            target_probs = log_target.exp()
+            neg_entropy = (target_probs * log_target).sum(-1)  # (U,) Σ ỹ log ỹ
+            target_rows = target_probs.index_select(0, index)  # (N, V) ỹ
+            log_model = torch.log_softmax(wh / tau, dim=-1)  # (N, V) log ŷ
+            aug = (neg_entropy.index_select(0, index)
+                   - torch.linalg.vecdot(target_rows, log_model)).mean()
+            model = log_model.exp_()
+            grad.add_(model.sub_(target_rows), alpha=alpha / tau)  # eq. 3.4
+        grad.mul_(scale / n)
+        ctx.save_for_backward(grad, grad_bias)
+        stats.copy_(torch.stack([ce, aug]))
+        return (ce + alpha * aug) * scale
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad, grad_bias = ctx.saved_tensors
+        if grad_bias is not None:
+            grad_bias = grad_bias * grad_output
+        return grad * grad_output, grad_bias, None, None, None, None, None, None

@@ -21,8 +21,8 @@ from lmtie import reference, runs
 from lmtie.analysis import subspace_distance, top_k_predictions
 from lmtie.config import Config
 from lmtie.data import Corpus, batchify, bptt_batches, num_bptt_batches
-from lmtie.loss import lm_loss
-from lmtie.model import RNNLM
+from lmtie.loss import LossParts, lm_loss
+from lmtie.model import RNNLM, State
 
 
 def perplexity(total_nll: float, n_tokens: int) -> float:
@@ -121,12 +121,29 @@ def evaluate(model: RNNLM, data: torch.Tensor, bptt: int, *, unk_id: int | None 
     return EvalResult(nll.item(), n, perplexity(nll.item(), n), **stats)
 
 
+def train_step(model: RNNLM, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
+               targets: torch.Tensor, state: State, config: Config,
+               generator: torch.Generator) -> tuple[LossParts, State]:
+    """One SGD step on a ``(T, B)`` segment: fresh dropout masks, J^tot (Decision T2),
+    global-norm clipping at ``config.clip_norm``; returns the loss parts and the new state
+    (detached: truncated BPTT with the state carried to the next segment)."""
+    state = (state[0].detach(), state[1].detach())
+    masks = model.sample_masks(inputs.shape[1], generator) if config.dropout else None
+    wh, state = model(inputs, state, masks)
+    parts = lm_loss(wh, model.bias, targets, model.embedding.weight, alpha=config.alpha,
+                    tau=config.tau, detach_target=config.detach_target)
+    optimizer.zero_grad(set_to_none=True)
+    parts.objective.backward()
+    torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], config.clip_norm)
+    optimizer.step()
+    return parts, state
+
+
 def _train_epoch(model: RNNLM, optimizer: torch.optim.Optimizer, data: torch.Tensor,
                  config: Config, generator: torch.Generator, desc: str, progress: bool
                  ) -> dict[str, float]:
     """One epoch of SGD over ``data`` ``(L, B)``; returns per-token train CE, J^aug, speed."""
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
     state = model.init_state(config.batch_size)
     n_batches = num_bptt_batches(data, config.bptt)
     if config.max_batches is not None:
@@ -139,15 +156,7 @@ def _train_epoch(model: RNNLM, optimizer: torch.optim.Optimizer, data: torch.Ten
     for step, (inputs, targets) in enumerate(bptt_batches(data, config.bptt)):
         if step == n_batches:
             break
-        state = tuple(s.detach() for s in state)  # truncated BPTT, state carried
-        masks = model.sample_masks(config.batch_size, generator) if config.dropout else None
-        wh, state = model(inputs, state, masks)
-        parts = lm_loss(wh, model.bias, targets, model.embedding.weight, alpha=config.alpha,
-                        tau=config.tau, detach_target=config.detach_target)
-        optimizer.zero_grad(set_to_none=True)
-        parts.objective.backward()
-        torch.nn.utils.clip_grad_norm_(params, config.clip_norm)
-        optimizer.step()
+        parts, state = train_step(model, optimizer, inputs, targets, state, config, generator)
         ce_sum += parts.ce * parts.n_tokens
         aug_sum += parts.aug_kl * parts.n_tokens
         n_tokens += parts.n_tokens

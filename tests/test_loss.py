@@ -105,3 +105,42 @@ def test_bad_inputs(batch):
     with pytest.raises(ValueError, match="expected wh"):
         augmented_kl(wh, targets[:-1], emb, 1.0)
     assert math.isfinite(augmented_kl(wh, targets, emb, 1.0).item())
+
+
+@pytest.mark.parametrize("alpha", [0.0, 13.0])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_fused_loss_equals_straightforward_autograd(batch, alpha, with_bias):
+    """The fused training path (ỹ detached) = CE + alpha · augmented_kl under autograd."""
+    wh, targets, emb = batch
+    T, B = 3, 4
+    bias = torch.randn(wh.shape[1], dtype=torch.float64) if with_bias else None
+    wh = wh.double()
+    emb = emb.double()
+
+    def leaves():
+        w = wh.clone().requires_grad_()
+        b = None if bias is None else bias.clone().requires_grad_()
+        return w, b
+
+    w1, b1 = leaves()
+    fused = lm_loss(w1.reshape(T, B, -1), b1, targets.reshape(T, B), emb, alpha=alpha, tau=2.0)
+    fused.objective.backward()
+    w2, b2 = leaves()
+    ce = F.cross_entropy(w2 if b2 is None else w2 + b2, targets)
+    aug = augmented_kl(w2, targets, emb, 2.0)
+    ((ce + alpha * aug) * T).backward()
+    assert fused.objective.item() == pytest.approx(((ce + alpha * aug) * T).item(), rel=1e-12)
+    assert fused.ce.item() == pytest.approx(ce.item(), rel=1e-12)
+    assert fused.aug_kl.item() == pytest.approx(aug.item() if alpha else 0.0, rel=1e-12)
+    torch.testing.assert_close(w1.grad, w2.grad, rtol=1e-10, atol=1e-12)
+    if with_bias:
+        torch.testing.assert_close(b1.grad, b2.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_ablation_path_lets_gradient_reach_the_embedding(batch):
+    wh, targets, emb = batch
+    emb = emb.clone().requires_grad_()
+    parts = lm_loss(wh.reshape(3, 4, -1), None, targets.reshape(3, 4), emb, alpha=1.0, tau=2.0,
+                    detach_target=False)
+    parts.objective.backward()
+    assert emb.grad.abs().sum() > 0

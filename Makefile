@@ -1,0 +1,33 @@
+# Every target bootstraps its own virtual environment (.venv) first.
+# Corpora: $LMTIE_DATA_DIR if set, else ./data (downloaded by `lmtie reproduce` when missing).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: setup test smoke reproduce report bench lint
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+test: setup  ## all tests, including the smoke pipeline on real PTB (slow marker)
+	$(BIN)/pytest
+
+smoke: setup  ## the main job: smoke preset of `lmtie reproduce` -> results/smoke/report.html
+	$(BIN)/lmtie reproduce --preset smoke
+
+reproduce: setup  ## PTB small, four variants, full schedule (hours on a CPU; resumable)
+	$(BIN)/lmtie reproduce --preset cpu --jobs 2
+
+report: setup  ## re-render results/report.html from the committed run files
+	$(BIN)/lmtie reproduce --preset cpu --report-only
+
+bench: setup  ## throughput of the four variants against a plain PyTorch LSTM LM
+	$(BIN)/python benchmarks/throughput.py --corpus ptb --size small
+
+lint: setup
+	$(BIN)/ruff check .

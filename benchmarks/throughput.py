@@ -1,0 +1,213 @@
+"""Training and evaluation throughput of lmtie's four variants against a plain PyTorch LSTM LM.
+
+The reference is the canonical recipe (pytorch/examples word_language_model): fused
+``nn.LSTM``, ordinary dropout on embeddings/between layers/before the projection, ``Linear``,
+cross-entropy. All models train on the same real PTB batches, timed in one process and
+interleaved (block by block) so that machine load affects them alike. Peak memory is measured
+per model in a short subprocess of its own (``ru_maxrss``).
+
+    python benchmarks/throughput.py --corpus ptb --size small [--threads 1]
+
+Writes ``results/benchmarks/<machine>-<corpus>-<size>.json`` and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmtie import runs, train
+from lmtie.config import VARIANT_LABELS, VARIANTS, make_config
+from lmtie.data import Corpus, batchify, bptt_batches
+from lmtie.model import RNNLM
+
+
+class PlainLSTMLM(nn.Module):
+    """The reference: pytorch/examples' word LM (ordinary dropout, fused LSTM, untied)."""
+
+    def __init__(self, vocab_size: int, units: int, dropout: float) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, units)
+        self.lstm = nn.LSTM(units, units, 2, dropout=dropout)
+        self.projection = nn.Linear(units, vocab_size)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, inputs, state):
+        out, state = self.lstm(self.dropout(self.embedding(inputs)), state)
+        return self.projection(self.dropout(out)), state
+
+
+class Runner:
+    """A model, its optimiser and carried state; ``step`` does one training step."""
+
+    def __init__(self, name: str, vocab_size: int, corpus: str, size: str, device) -> None:
+        torch.manual_seed(0)
+        self.name = name
+        self.config = make_config(corpus, size, "vd" if name == "plain" else name)
+        c = self.config
+        if name == "plain":
+            self.model = PlainLSTMLM(vocab_size, c.hidden_size, c.dropout).to(device)
+        else:
+            self.model = RNNLM(vocab_size, c).to(device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(params, lr=c.lr)
+        self.generator = torch.Generator().manual_seed(0)
+        shape = (c.num_layers, c.batch_size, c.hidden_size)
+        self.state = (torch.zeros(shape, device=device), torch.zeros(shape, device=device))
+
+    def step(self, inputs, targets) -> None:
+        if self.name != "plain":
+            _, self.state = train.train_step(self.model, self.optimizer, inputs, targets,
+                                             self.state, self.config, self.generator)
+            return
+        state = tuple(s.detach() for s in self.state)
+        logits, self.state = self.model(inputs, state)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.reshape(-1)) * inputs.shape[0]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
+        self.optimizer.step()
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_training(names, batches, vocab_size, args, device) -> dict[str, list[float]]:
+    """ms/step of each model per block, the models interleaved block by block."""
+    runners = [Runner(n, vocab_size, args.corpus, args.size, device) for n in names]
+    for runner in runners:  # warm-up
+        for inputs, targets in batches[: args.warmup]:
+            runner.step(inputs, targets)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for block in range(args.blocks):
+        for runner in runners:
+            _sync(device)
+            start = time.perf_counter()
+            for inputs, targets in batches[block * args.steps: (block + 1) * args.steps]:
+                runner.step(inputs, targets)
+            _sync(device)
+            times[runner.name].append(1000 * (time.perf_counter() - start) / args.steps)
+        print(f"block {block + 1}/{args.blocks}: " + "  ".join(
+            f"{n} {times[n][-1]:.0f}" for n in names), file=sys.stderr)
+    return times
+
+
+def time_test_evaluation(corpus: Corpus, args, device) -> dict[str, float]:
+    """Decision E1 evaluation (whole test stream, batch 1) of the VD-LSTM: seconds, tok/s."""
+    model = RNNLM(len(corpus.vocab), make_config(args.corpus, args.size, "vd")).to(device)
+    start = time.perf_counter()
+    result = train.evaluate(model, batchify(corpus.test, 1), 35)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "tokens_per_s": result.n_tokens / seconds}
+
+
+def peak_memory_mb(name: str, args) -> float:
+    """Peak RSS (MiB) of a fresh process while it runs a few training steps of one model."""
+    code = "import sys, benchmarks.throughput as b; b.memory_probe(sys.argv[1:])"
+    cmd = [sys.executable, "-c", code, name, "--corpus", args.corpus, "--size", args.size,
+           "--threads", str(args.threads)]
+    root = Path(__file__).resolve().parent.parent
+    return float(subprocess.run(cmd, cwd=root, check=True, capture_output=True,
+                                text=True).stdout.split()[-1])
+
+
+def memory_probe(argv: list[str]) -> None:
+    """Print the peak RSS (MiB) over 5 training steps on random tokens (no corpus in memory;
+    uniform targets give +AL more distinct targets than text does: an upper bound)."""
+    name, args = argv[0], parse_args(argv[1:])
+    torch.set_num_threads(args.threads)
+    train.keep_freed_memory()
+    vocab_size = {"ptb": 10_000, "wikitext-2": 33_278}[args.corpus]
+    runner = Runner(name, vocab_size, args.corpus, args.size, torch.device("cpu"))
+    shape = runner.config.bptt, runner.config.batch_size
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
+    for _ in range(5):
+        runner.step(torch.randint(0, vocab_size, shape), torch.randint(0, vocab_size, shape))
+    status = Path("/proc/self/status").read_text().splitlines()
+    print(int(next(line for line in status if line.startswith("VmHWM")).split()[1]) / 1024)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--corpus", default="ptb")
+    p.add_argument("--size", default="small")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--blocks", type=int, default=6, help="timed blocks per model")
+    p.add_argument("--steps", type=int, default=10, help="training steps per block")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--machine", default=None, help="label in the output file name")
+    p.add_argument("--out", default="results/benchmarks")
+    return p.parse_args(argv)
+
+
+def machine_label() -> str:
+    model = "cpu"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip().split()[0].lower()
+            break
+    return f"{model}-{torch.get_num_threads()}thread"
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    device = train.resolve_device(args.device)
+    if device.type == "cpu":
+        train.keep_freed_memory()
+    corpus = Corpus(args.corpus, args.data_dir)
+    config = make_config(args.corpus, args.size, "vd")
+    n = args.warmup + args.blocks * args.steps
+    data = batchify(corpus.train, config.batch_size).to(device)
+    batches = [b for _, b in zip(range(n), bptt_batches(data, config.bptt), strict=False)]
+    names = ["plain", *VARIANTS]
+    times = time_training(names, batches, len(corpus.vocab), args, device)
+    tokens = config.batch_size * config.bptt
+    plain = statistics.median(times["plain"])
+    vd = statistics.median(times["vd"])
+    models = {}
+    for name in names:
+        median = statistics.median(times[name])
+        models[name] = {
+            "label": "plain nn.LSTM reference" if name == "plain" else VARIANT_LABELS[name],
+            "ms_per_step_median": median, "ms_per_step_min": min(times[name]),
+            "ms_per_step_max": max(times[name]), "train_tokens_per_s": 1000 * tokens / median,
+            "ratio_to_plain": median / plain, "ratio_to_vd": median / vd,
+            "peak_memory_mb": peak_memory_mb(name, args) if device.type == "cpu" else None,
+        }
+    result = {
+        "corpus": args.corpus, "size": args.size, "machine": args.machine or machine_label(),
+        "threads": args.threads, "device": str(device), "blocks": args.blocks,
+        "steps_per_block": args.steps, "environment": runs.environment(device),
+        "platform": platform.processor(), "models": models,
+        "test_evaluation_batch1": time_test_evaluation(corpus, args, device),
+    }
+    out = Path(args.out) / f"{result['machine']}-{args.corpus}-{args.size}.json"
+    runs.write_json(out, result)
+    print("| model | ms/step (median, min–max) | train tok/s | × plain | × VD-LSTM | peak MiB |")
+    print("|---|---|---|---|---|---|")
+    for m in models.values():
+        print(f"| {m['label']} | {m['ms_per_step_median']:.0f} ({m['ms_per_step_min']:.0f}–"
+              f"{m['ms_per_step_max']:.0f}) | {m['train_tokens_per_s']:.0f} | "
+              f"{m['ratio_to_plain']:.2f} | {m['ratio_to_vd']:.2f} | "
+              f"{m['peak_memory_mb'] or float('nan'):.0f} |")
+    ev = result["test_evaluation_batch1"]
+    print(f"\ntest evaluation, batch 1: {ev['seconds']:.1f} s ({ev['tokens_per_s']:.0f} tok/s)")
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()
