@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from lmtie import runs
-from lmtie.config import CORPORA, SIZES, VARIANTS, Config, make_config
+from lmtie.config import CORPORA, PRESETS, SIZES, VARIANTS, Config, make_config
 from lmtie.data import check_corpus, resolve_data_dir
 
 
@@ -57,9 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     _add_common(ev)
 
     rep = sub.add_parser("reproduce", help="train a preset's runs, then render the report")
-    rep.add_argument("--preset", default="smoke", choices=("smoke", "cpu", "paper"))
+    rep.add_argument("--preset", default="smoke", choices=PRESETS,
+                     help="smoke: 4 short PTB runs (minutes); cpu: PTB small, full schedule "
+                          "(hours); paper: every Table 1 cell (GPU)")
     rep.add_argument("--jobs", type=int, default=1, help="trainings run in parallel")
     rep.add_argument("--force", action="store_true", help="retrain finished runs")
+    rep.add_argument("--report-only", action="store_true",
+                     help="train nothing; re-render tables, figures and report.html")
+    rep.add_argument("--output-dir", default=None,
+                     help="default: results/smoke for the smoke preset, else results")
+    rep.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     rep.add_argument("--data-dir", default=None)
 
     data = sub.add_parser("data", help="check or download the corpora")
@@ -84,9 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
+    from lmtie.download import DownloadError
+
     try:
         return _run(args)
-    except (ValueError, FileNotFoundError, FloatingPointError) as err:
+    except (ValueError, FileNotFoundError, FloatingPointError, DownloadError) as err:
         print(f"lmtie {args.command}: error: {err}", file=sys.stderr)
         return 2
 
@@ -106,9 +115,14 @@ def _run(args: argparse.Namespace) -> int:
                                    progress=not args.quiet)
         print(json.dumps(final, indent=2))
     elif args.command == "reproduce":
-        from lmtie import report
+        from lmtie import pipeline  # papermill and nbconvert only when reproducing
 
-        report.reproduce(args.preset, jobs=args.jobs, force=args.force, data_dir=args.data_dir)
+        try:
+            pipeline.reproduce(args.preset, jobs=args.jobs, force=args.force,
+                               data_dir=args.data_dir, output_dir=args.output_dir,
+                               device=args.device, report_only=args.report_only)
+        except pipeline.NotebookError as err:
+            raise ValueError(str(err)) from err
     elif args.command == "data":
         _data(args)
     return 0

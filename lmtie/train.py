@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from lmtie import reference, runs
 from lmtie.analysis import subspace_distance, top_k_predictions
@@ -230,8 +230,12 @@ def fit(config: Config, *, data_dir: str | Path | None = None,
         optimizer.load_state_dict(ckpt["optimizer"])
         generator.set_state(ckpt["generator"])
         history, best, wall = ckpt["history"], ckpt["best"], ckpt["wall_s"]
+    env = runs.environment(dev)
+    if history and (run_dir / "env.json").is_file():  # resumed: keep the first start's record
+        first = runs.read_json(run_dir / "env.json")
+        env = {**first, "resumes": [*first.get("resumes", []), env]}
     runs.write_json(run_dir / "config.json", config.to_dict())
-    runs.write_json(run_dir / "env.json", runs.environment(dev))
+    runs.write_json(run_dir / "env.json", env)
     runs.write_jsonl(run_dir / "metrics.jsonl", history)
 
     train = batchify(corpus.train, config.batch_size).to(dev)
@@ -292,7 +296,7 @@ def finish(config: Config, model: RNNLM, corpus: Corpus, run_dir: Path, best_pat
     }
     phrases = [{"context": p["context"], "target": p["target"],
                 "top10": top_k_predictions(model, corpus.vocab, p["context"], 10)}
-               for p in reference.PHRASES]
+               for p in reference.PHRASES if config.corpus == "ptb"]  # PTB test phrases
     runs.write_json(run_dir / "predictions.json", {
         "run_id": config.run_id, "best_epoch": best["epoch"], "phrases": phrases,
         "mean_p_unk": test.mean_p_unk, "mean_target_rank": test.mean_target_rank,

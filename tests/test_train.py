@@ -123,6 +123,8 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, tiny_ptb, monkeypatch):
     with pytest.raises(ValueError, match="--resume"):
         fit(config, tmp_path / "killed", tiny_ptb)
     resumed = fit(config, tmp_path / "killed", tiny_ptb, resume=True)
+    env = runs.read_json(resumed / "env.json")
+    assert len(env["resumes"]) == 1 and env["resumes"][0]["start_time"] >= env["start_time"]
     assert without_times(runs.read_jsonl(resumed / "metrics.jsonl")) == without_times(
         runs.read_jsonl(whole / "metrics.jsonl"))
     a, b = runs.read_json(resumed / "final.json"), runs.read_json(whole / "final.json")

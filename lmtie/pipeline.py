@@ -1,0 +1,258 @@
+"""``lmtie reproduce``: papermill over the notebooks, then the HTML report.
+
+    preset_configs(preset) ─► 01_train.ipynb per unfinished run (``--jobs`` at a time)
+        ─► 02_perplexity_tables, 03_subspace_distance, 04_qualitative ─► 00_report ─► nbconvert
+
+Everything goes under one output folder (``results/``, or ``results/smoke/`` for the smoke
+preset): ``runs/``, ``tables/``, ``figures/``, ``notebooks/`` (the executed copies) and
+``report.html``. Finished runs are skipped; an interrupted run resumes (``fit(resume=True)``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import papermill
+from nbconvert import HTMLExporter
+from traitlets.config import Config as KernelConfig
+
+from lmtie import download, runs
+from lmtie.config import Config, make_config, preset_configs
+from lmtie.data import find_split_files, resolve_data_dir
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+TRAIN_NOTEBOOK = "01_train.ipynb"
+ANALYSIS_NOTEBOOKS = ("02_perplexity_tables.ipynb", "03_subspace_distance.ipynb",
+                      "04_qualitative.ipynb")
+REPORT_NOTEBOOK = "00_report.ipynb"
+KERNEL_NAME = "python3"  # with ipykernel in the running environment: this interpreter
+
+
+class NotebookError(RuntimeError):
+    """A notebook raised: the message names the notebook, the failing cell and its error, and
+    where the executed copy (with the traceback) was kept."""
+
+
+def default_output_dir(preset: str) -> Path:
+    """``results/smoke`` for the smoke preset (git-ignored), else ``results`` (relative to the
+    current folder: run from the repository root). Raises: nothing."""
+    return Path("results", "smoke") if preset == "smoke" else Path("results")
+
+
+def config_from_parameters(corpus: str, size: str, variant: str, seed: int = 1,
+                           epochs: int = 0, max_batches: int = 0, preset: str = "") -> Config:
+    """The run config of notebook 01's parameters (0 = the size's default / no batch cap).
+
+    Raises:
+        ValueError: as :func:`lmtie.config.make_config`.
+    """
+    overrides: dict[str, Any] = {"epochs": epochs} if epochs else {}
+    if max_batches:
+        overrides["max_batches"] = max_batches
+    return make_config(corpus, size, variant, seed=seed, preset=preset, **overrides)
+
+
+def train_parameters(config: Config, **settings: Any) -> dict[str, Any]:
+    """Notebook 01's parameters for ``config``, plus ``settings`` (paths, device, threads...).
+
+    Raises:
+        ValueError: ``config`` sets something notebook 01's parameters cannot express.
+    """
+    params = {"corpus": config.corpus, "size": config.size, "variant": config.variant,
+              "seed": config.seed, "epochs": config.epochs,
+              "max_batches": config.max_batches or 0, "preset": config.preset}
+    if config_from_parameters(**params) != config:
+        raise ValueError(f"{config.run_id}: its config has settings notebook 01's parameters "
+                         "cannot express; train it with `lmtie train` instead")
+    return {**params, **settings}
+
+
+def is_finished(run_dir: Path, config: Config) -> bool:
+    """True when ``run_dir`` holds ``config``'s finished run: ``config.json`` equal to
+    ``config`` and a ``final.json`` written after it (``fit`` rewrites ``config.json`` on every
+    start, so an older ``final.json`` belongs to an earlier, replaced run).
+
+    Raises:
+        ValueError: a corrupt ``config.json`` (names it).
+    """
+    config_path, final_path = run_dir / "config.json", run_dir / "final.json"
+    if not (config_path.is_file() and final_path.is_file()):
+        return False
+    return (Config.from_dict(runs.read_json(config_path)) == config
+            and final_path.stat().st_mtime_ns >= config_path.stat().st_mtime_ns)
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may use. Raises: nothing."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def ensure_corpora(corpora: set[str], data_dir: Path) -> None:
+    """Download each missing corpus into ``data_dir`` first, saying so.
+
+    Raises:
+        lmtie.download.DownloadError: no network (the message says how to download by hand).
+        ValueError: the downloaded archive fails verification.
+    """
+    for corpus in sorted(corpora):
+        try:
+            find_split_files(corpus, data_dir)
+        except FileNotFoundError:
+            print(f"{corpus}: not in {data_dir}; downloading it "
+                  f"(lmtie data download {corpus} --dest {data_dir})", flush=True)
+            download.download_corpus(corpus, data_dir)
+
+
+def run_notebook(source: Path, output: Path, parameters: dict[str, Any], *,
+                 kernel_name: str = KERNEL_NAME, label: str | None = None) -> float:
+    """Execute ``source`` with papermill into ``output`` (cwd: ``source``'s folder, as in
+    Jupyter); print one line when it starts and one when it ends; return the wall time (s).
+
+    Raises:
+        NotebookError: a cell raised; the executed notebook is kept at ``output``.
+    """
+    label = label or source.stem
+    output.parent.mkdir(parents=True, exist_ok=True)
+    print(f"[{label}] started", flush=True)
+    start = time.perf_counter()
+    # Kernels talk over Unix sockets in a fresh folder: quiet (no "TCP without encryption"
+    # warning), private, and never shared by kernels running in parallel. Windows: TCP.
+    try:
+        with tempfile.TemporaryDirectory(prefix="lmtie-kernel-") as sockets:
+            transport = ({"transport": "tcp"} if os.name == "nt"
+                         else {"transport": "ipc", "ip": str(Path(sockets) / "kernel")})
+            papermill.execute_notebook(
+                str(source), str(output), parameters=parameters, kernel_name=kernel_name,
+                progress_bar=False, log_output=False, cwd=str(source.parent),
+                config=KernelConfig({"KernelManager": transport}))
+    except papermill.PapermillExecutionError as err:
+        print(f"[{label}] FAILED after {time.perf_counter() - start:.0f} s", flush=True)
+        hint = ("\nthe kernel runs another Python: install one for this environment with "
+                "`python -m ipykernel install --sys-prefix --name lmtie` and pass "
+                "kernel_name='lmtie'" if err.ename == "ModuleNotFoundError" else "")
+        first_line = (err.source or "").strip().splitlines()[:1]
+        raise NotebookError(
+            f"notebook {source.name} ({label}) failed in cell {err.exec_count} "
+            f"{first_line}: {err.ename}: {err.evalue}\nexecuted notebook with the "
+            f"traceback: {output}{hint}") from None
+    wall = time.perf_counter() - start
+    print(f"[{label}] finished in {wall:.1f} s", flush=True)
+    return wall
+
+
+def render_html(notebook: Path, html: Path) -> None:
+    """nbconvert ``notebook`` (executed) to a self-contained ``html`` page without code cells:
+    tables as HTML, figures as embedded PNGs.
+
+    Raises:
+        FileNotFoundError: ``notebook`` does not exist.
+    """
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True)
+    body, _ = exporter.from_filename(str(notebook))
+    runs.atomic_write_text(html, body)
+
+
+def train_all(configs: list[Config], notebook: Path, executed: Path, settings: dict[str, Any],
+              checkpoint_root: Path, *, jobs: int = 1, kernel_name: str = KERNEL_NAME) -> None:
+    """Run ``notebook`` (01_train) once per config, ``jobs`` at a time, each with
+    ``max(1, cores // jobs)`` torch threads; executed copies go to
+    ``executed/01_train-<run_id>.ipynb``, checkpoints to ``checkpoint_root/<run_id>/``.
+
+    Args:
+        settings: notebook parameters shared by every run (results_dir, data_dir, device...).
+
+    Raises:
+        NotebookError: a training failed; trainings already running finish first, no new
+            one starts.
+    """
+    workers = min(jobs, len(configs))  # a lone last run gets every core
+    threads = max(1, cpu_cores() // workers)
+    print(f"training {len(configs)} run(s), {workers} at a time, {threads} torch thread(s) "
+          "each", flush=True)
+
+    def train(config: Config) -> float:
+        params = train_parameters(config, **settings, threads=threads,
+                                  checkpoint_dir=str(checkpoint_root / config.run_id))
+        return run_notebook(notebook, executed / f"01_train-{config.run_id}.ipynb", params,
+                            kernel_name=kernel_name, label=f"01_train {config.run_id}")
+
+    with ThreadPoolExecutor(workers) as pool:  # threads only wait: kernels are processes
+        futures = [pool.submit(train, c) for c in configs]
+        try:
+            for future in as_completed(futures):
+                future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def reproduce(preset: str, *, jobs: int = 1, force: bool = False,
+              data_dir: str | Path | None = None, output_dir: str | Path | None = None,
+              checkpoint_root: str | Path | None = None, device: str = "auto",
+              notebooks_dir: str | Path | None = None, kernel_name: str = KERNEL_NAME,
+              report_only: bool = False) -> Path:
+    """Train the runs of ``preset`` through notebook 01, run the analysis notebooks and render
+    ``<output_dir>/report.html``; returns its path.
+
+    Args:
+        preset: ``smoke`` | ``cpu`` | ``paper`` (:func:`lmtie.config.preset_configs`).
+        jobs: trainings run in parallel; each gets ``max(1, cores // jobs)`` torch threads.
+        force: retrain finished runs from scratch (deletes their files and checkpoints).
+        data_dir: corpora (default ``$LMTIE_DATA_DIR``, else ``./data``); missing ones are
+            downloaded first.
+        output_dir: default :func:`default_output_dir` (``results/smoke`` or ``results``).
+        checkpoint_root: checkpoints go to ``<checkpoint_root>/<run_id>/`` (default
+            ``~/.cache/lmtie/checkpoints``, outside the git tree).
+        device: ``auto`` | ``cpu`` | ``cuda`` for the trainings.
+        notebooks_dir: where the notebooks are (default: the repository's ``notebooks/``).
+        kernel_name: Jupyter kernel that papermill starts.
+        report_only: train nothing; re-render tables, figures and the report from the run
+            files already in ``<output_dir>/runs/``.
+
+    Raises:
+        ValueError: unknown preset, ``jobs < 1``, a corrupt ``config.json``.
+        FileNotFoundError: a notebook is missing (``lmtie`` not installed from a checkout).
+        NotebookError: a notebook failed (names it and the cell; the executed copy is kept).
+        lmtie.download.DownloadError: a corpus is missing and cannot be downloaded.
+    """
+    start = time.perf_counter()
+    configs = preset_configs(preset)
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {jobs}")
+    source = Path(notebooks_dir or NOTEBOOKS_DIR)
+    for name in (TRAIN_NOTEBOOK, *ANALYSIS_NOTEBOOKS, REPORT_NOTEBOOK):
+        if not (source / name).is_file():
+            raise FileNotFoundError(f"{source / name}: not found; run from a checkout of lmtie "
+                                    "installed with `pip install -e .`")
+    out = Path(output_dir or default_output_dir(preset)).expanduser().resolve()
+    todo = []
+    for config in [] if report_only else configs:
+        if force or not is_finished(out / "runs" / config.run_id, config):
+            todo.append(config)
+        else:
+            print(f"[01_train {config.run_id}] skipped: finished "
+                  f"({out / 'runs' / config.run_id / 'final.json'})", flush=True)
+    if todo:
+        data_root = resolve_data_dir(data_dir)
+        ensure_corpora({c.corpus for c in todo}, data_root)
+        settings = {"results_dir": str(out), "data_dir": str(data_root), "device": device,
+                    "force": force}
+        root = Path(checkpoint_root or runs.DEFAULT_CHECKPOINT_ROOT).expanduser().resolve()
+        train_all(todo, source / TRAIN_NOTEBOOK, out / "notebooks", settings, root,
+                  jobs=jobs, kernel_name=kernel_name)
+    for name in (*ANALYSIS_NOTEBOOKS, REPORT_NOTEBOOK):
+        run_notebook(source / name, out / "notebooks" / name,
+                     {"results_dir": str(out), "preset": preset}, kernel_name=kernel_name)
+    html = out / "report.html"
+    render_html(out / "notebooks" / REPORT_NOTEBOOK, html)
+    print(f"reproduce --preset {preset}: done in {time.perf_counter() - start:.0f} s; "
+          f"report: {html}", flush=True)
+    return html

@@ -1,0 +1,249 @@
+"""What the report shows, from the frames of :mod:`lmtie.report`: figures as matplotlib
+``Figure`` objects (no pyplot state) — one run's learning curve, validation perplexity per epoch
+(the paper's Figure 2), subspace distance over epochs — and the page's styled Table 1, header,
+Decisions and Figure-1 section. :func:`save_figure` writes ``<results>/figures/*.png``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import time
+from pathlib import Path
+
+import pandas as pd
+import seaborn as sns
+from IPython.display import HTML, Image, Markdown
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from pandas.io.formats.style import Styler
+
+from lmtie import report
+from lmtie.config import SIZES, VARIANT_LABELS, make_config
+
+
+def _facets(frame: pd.DataFrame, y: str, ylabel: str, title: str) -> Figure:
+    """One panel per (corpus, size) in ``frame``: ``y`` over epochs, one line per model
+    (the mean over seeds when a model has several)."""
+    cells = list(dict.fromkeys(zip(frame["corpus"], frame["size"], strict=True)))
+    fig = Figure(figsize=(0.6 + 4.2 * len(cells), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(cells), squeeze=False)[0]
+    order = [label for label in VARIANT_LABELS.values() if label in set(frame["model"])]
+    for ax, (corpus, size) in zip(axes, cells, strict=True):
+        cell = frame[(frame["corpus"] == corpus) & (frame["size"] == size)]
+        sns.lineplot(data=cell, x="epoch", y=y, hue="model", hue_order=order, marker="o",
+                     errorbar=None, ax=ax)
+        ax.set(title=f"{corpus} {size}", xlabel="epoch", ylabel=ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_learning_curve(metrics: pd.DataFrame, title: str) -> Figure:
+    """Train (with dropout) and validation perplexity of one run over epochs, log scale.
+
+    Args:
+        metrics: a :func:`lmtie.report.read_metrics` frame (``epoch``, ``train_ppl``,
+            ``valid_ppl``).
+
+    Raises: nothing.
+    """
+    fig = Figure(figsize=(5.5, 3.6), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(metrics["epoch"], metrics["train_ppl"], marker="o", label="train (with dropout)")
+    ax.plot(metrics["epoch"], metrics["valid_ppl"], marker="o", label="valid")
+    ax.set(title=title, xlabel="epoch", ylabel="perplexity", yscale="log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_valid_curves(metrics: pd.DataFrame) -> Figure:
+    """Validation perplexity per epoch of each variant, one panel per corpus and size.
+
+    Args:
+        metrics: a :func:`lmtie.report.load_metrics` frame.
+
+    Raises:
+        ValueError: ``metrics`` is empty (no finished runs).
+
+    Paper: Figure 2 (validation perplexity during training).
+    """
+    if metrics.empty:
+        raise ValueError("no finished runs to plot; train some first (lmtie reproduce)")
+    return _facets(metrics, "valid_ppl", "validation perplexity",
+                   "Validation perplexity per epoch")
+
+
+def plot_subspace_distance(table: pd.DataFrame) -> Figure:
+    """Subspace distance(Lᵀ, W) over epochs of the untied runs; 1 = orthogonal, 0 = equal.
+
+    Args:
+        table: a :func:`lmtie.report.subspace_table` frame.
+
+    Raises: nothing. Paper: Sec. 6.2; Decision S1.
+    """
+    return _facets(table, "subspace_distance", "subspace distance(Lᵀ, W)",
+                   "Subspace distance between Lᵀ and W (untied models)")
+
+
+def _image(fig: Figure, dpi: int) -> Image:
+    """``fig`` as a PNG image, its title as the alternative text."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return Image(data=buffer.getvalue(), alt=fig.get_suptitle() or fig.axes[0].get_title())
+
+
+def save_figure(fig: Figure, path: str | Path) -> Image:
+    """Write ``fig`` as a 150-dpi PNG to ``path`` (folders created); returns the image, so a
+    notebook cell ending in ``save_figure(...)`` shows exactly the saved file.
+
+    Raises:
+        OSError: ``path`` cannot be written.
+    """
+    image = _image(fig, 150)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(image.data)
+    return image
+
+
+def embed(path: str | Path, alt: str) -> HTML:
+    """The PNG at ``path`` as an inline ``<img>`` with alternative text ``alt`` (nbconvert's
+    HTML drops the ``alt`` of an ``Image``), for the report.
+
+    Raises:
+        FileNotFoundError: no file at ``path`` (run the notebook that writes it).
+    """
+    png = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return HTML(f'<img src="data:image/png;base64,{png}" alt="{html.escape(alt)}">')
+
+
+def show(fig: Figure) -> Image:
+    """``fig`` as an embedded PNG (100 dpi, no file), for notebooks. Raises: nothing."""
+    return _image(fig, 100)
+
+
+def styled(frame: pd.DataFrame, precision: int = 3) -> Styler:
+    """``frame`` without its index, floats to ``precision`` decimals, "–" for missing, text
+    HTML-escaped (``<unk>`` is a word, not a tag). Raises: nothing."""
+    return (frame.style.format(precision=precision, na_rep="–", escape="html")  # <unk>
+            .hide(axis="index"))
+
+
+def display_table1(table: pd.DataFrame) -> Styler:
+    """A :func:`lmtie.report.table1` frame (or its CSV) for the report: ours, the paper's and
+    the difference; "–" where there is no number; ``run / command`` is the run's id, or the
+    command that would produce it.
+
+    Raises: nothing.
+    """
+    sha = table["git_sha"].astype("string")
+    shown = pd.DataFrame({
+        "corpus": table["corpus"], "size": table["size"], "model": table["model"],
+        "valid": table["valid_ppl"], "valid (paper)": table["paper_valid_ppl"],
+        "valid Δ": table["valid_diff"], "test": table["test_ppl"],
+        "test (paper)": table["paper_test_ppl"], "test Δ": table["test_diff"],
+        "params M": table["n_params_m"], "params M (paper)": table["paper_n_params_m"],
+        "epochs": table["epochs_run"], "preset": table["preset"], "device": table["device"],
+        "git sha": sha.str.replace(r"^([0-9a-f]{10})[0-9a-f]*", r"\1", regex=True),
+        "run / command": table["run_id"].fillna(table["command"])})
+    return styled(shown, 2).format("{:.0f}", subset=["epochs"], na_rep="–", escape="html")
+
+
+def qualitative_sections(long: pd.DataFrame) -> list[Markdown | Styler]:
+    """Per phrase of a :func:`lmtie.report.qualitative` frame: a heading with the context and
+    the target, then the rank × model table with the target word highlighted.
+
+    Raises: nothing. Paper: Sec. 6.4, v1 Table 3.
+    """
+    sections: list[Markdown | Styler] = []
+    for phrase, rows in long.groupby("phrase", sort=True):
+        context, target = rows["context"].iloc[0], rows["target"].iloc[0]
+        sections.append(Markdown(f"**{phrase}.** “{html.escape(context)} …” → target "
+                                 f"**{html.escape(target)}**"))  # <unk> is not a tag
+        table = report.qualitative_table(long, phrase).rename_axis(columns=None).reset_index()
+        sections.append(table.style.format(escape="html").hide(axis="index").map(
+            lambda cell, t=target: "font-weight: bold; background: #fde9a9"
+            if str(cell).split(" ")[0] == t else ""))
+    return sections
+
+
+def decisions_markdown() -> Markdown:
+    """The project's Decisions (PAPER.md §2, §4, §6) as a markdown list, numbers read from the
+    presets (:func:`lmtie.config.make_config`), so the text cannot drift from the code.
+
+    Raises: nothing.
+    """
+    ptb = [make_config("ptb", s, "al") for s in SIZES]
+    wt2 = [make_config("wikitext-2", s, "al") for s in ("small", "medium")]
+
+    def each(configs: list, field: str, sep: str = " / ") -> str:
+        return sep.join(f"{getattr(c, field):g}" for c in configs)
+
+    small = ptb[0]
+    return Markdown("\n".join([
+        f"- **A1** α = γτ (3.3) with τ = {small.tau:g} and γ at the midpoint of the appendix's "
+        f"range: α = {small.alpha:g} (PTB), {wt2[0].alpha:g} (WikiText-2).",
+        "- **A2** ỹ is a target, computed from L under stop-gradient: the gradient (3.4) holds "
+        "it fixed (`--no-detach-target` lets the gradient flow, for ablation).",
+        "- **A3** ŷ = softmax(W h / τ) without the bias b, as (3.1) is printed; tied models "
+        "have no bias.",
+        f"- **D1** the paper's dropout \"probabilities\" are TensorFlow keep probabilities: "
+        f"drop rates {each(ptb, 'dropout')} (PTB small / medium / large), "
+        f"{each(wt2, 'dropout')} (WikiText-2 small / medium); no dropout on the embedding.",
+        f"- **T1** at most {each(ptb, 'epochs')} epochs (small / medium / large), the best "
+        "validation checkpoint kept; uniform initialisation in "
+        f"±{each(ptb, 'init_range', ' / ±')}.",
+        f"- **T2** the training cost is the cross-entropy summed over the {small.bptt} unrolled "
+        f"steps and averaged over the batch (the TensorFlow PTB code), so lr = {small.lr:g} "
+        f"and clip norms {each(ptb, 'clip_norm')} apply to it; losses are reported per token.",
+        f"- **E1** test perplexity over the whole test stream with batch "
+        f"{small.test_batch_size}, state carried; validation during training with batch "
+        f"{small.eval_batch_size}.",
+        "- **S1** subspace distance = ‖Q − U Uᵀ Q‖_F / √d with orthonormal bases U = orth(Lᵀ), "
+        "Q = orth(W): the root-mean-square sine of the principal angles."]))
+
+
+def summary_markdown(provenance: pd.DataFrame, preset: str) -> Markdown:
+    """Report header: preset and the command that regenerates the page, number of runs,
+    devices, torch versions, git shas, time of rendering (UTC).
+
+    Args:
+        provenance: a :func:`lmtie.report.provenance` frame (or ``tables/runs.csv``).
+
+    Raises: nothing.
+    """
+    def values(column: str) -> str:
+        return ", ".join(f"`{v}`" for v in dict.fromkeys(provenance[column].astype(str)))
+
+    lines = [f"**Preset** `{preset}`: `lmtie reproduce --preset {preset}` regenerates this "
+             "page." if preset else "**Every run** of the results folder.",
+             f"**Runs** {len(provenance)} · **device** {values('device')} · **torch** "
+             f"{values('torch')} · **git** {values('git_sha')} · **rendered** "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"]
+    if (provenance["preset"] == "smoke").any():
+        lines.append("> **Smoke runs** (a few hundred batches) check the pipeline, not the "
+                     "paper: their perplexities are far above the paper's.")
+    return Markdown("\n\n".join(lines))
+
+
+def figure1(results_dir: str | Path) -> list[HTML | Markdown]:
+    """The paper's Figure 1 from ``<results_dir>/figures/figure1a.png`` and ``figure1b.png``
+    (written by notebook 05) as embedded images, or how to produce the missing ones.
+
+    Raises: nothing. Paper: Sec. 6.2, Figure 1.
+    """
+    paths = [Path(results_dir) / "figures" / f"figure1{p}.png" for p in "ab"]
+    shown: list[HTML | Markdown] = [embed(p, f"Figure 1{p.stem[-1]}")
+                                    for p in paths if p.is_file()]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        shown.append(Markdown(
+            f"Not produced yet: {', '.join(missing)}. `lmtie subspace` (or the notebook "
+            "`notebooks/05_subspace_experiment.ipynb`) writes `figures/figure1a.png` (β swept "
+            "at τ = 10) and `figures/figure1b.png` (τ swept at β = 1)."))
+    return shown

@@ -1,0 +1,305 @@
+"""Run files → the report's tables: pure functions of the files in ``<results>/runs/*/``.
+
+``<results>`` is a results root (``results/``, or ``results/smoke/`` for smoke runs) holding
+``runs/<run_id>/``; the analysis notebooks write ``tables/*.csv`` and ``figures/*.png`` beside
+it, and the report notebook renders those. The paper's numbers come from :mod:`lmtie.reference`,
+ours from the run files: nothing is typed by hand. Figures and the page's presentation are in
+:mod:`lmtie.render`; ``lmtie reproduce`` (the papermill driver) is :mod:`lmtie.pipeline`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lmtie import reference, runs
+from lmtie.config import (
+    CORPORA,
+    SIZES,
+    VARIANT_LABELS,
+    VARIANTS,
+    Config,
+    make_config,
+    preset_configs,
+)
+
+_FINAL_KEYS = ("n_params", "epochs_run", "best_epoch", "valid_ppl", "test_ppl", "device",
+               "wall_s")
+_METRICS_KEYS = ("epoch", "train_ce", "valid_ppl", "subspace_distance")
+_PREDICTION_KEYS = ("phrases", "mean_p_unk", "mean_target_rank")
+_FLAGS = {"seed": "--seed", "epochs": "--epochs", "max_batches": "--max-batches",
+          "preset": "--preset", "tau": "--tau", "alpha": "--alpha"}
+TABLE1_COLUMNS = ["corpus", "size", "model", "seed", "valid_ppl", "paper_valid_ppl",
+                  "valid_diff", "test_ppl", "paper_test_ppl", "test_diff", "n_params_m",
+                  "paper_n_params_m", "epochs_run", "best_epoch", "max_batches", "preset",
+                  "device", "git_sha", "run_id", "command"]
+RUN_COLUMNS = [*Config().to_dict(), *_FINAL_KEYS, "run_id", "model", "git_sha", "threads",
+               "torch", "start_time", "mean_p_unk", "mean_target_rank", "phrases", "command",
+               "run_dir"]
+PROVENANCE_COLUMNS = ["run_id", "preset", "epochs", "max_batches", "epochs_run", "best_epoch",
+                      "device", "threads", "torch", "git_sha", "start_time", "wall_s",
+                      "command"]
+
+
+def train_command(config: Config) -> str:
+    """The ``lmtie train`` command that produces ``config``'s run; flags only where ``config``
+    differs from the defaults of its corpus, size and variant.
+
+    Raises:
+        ValueError: ``config`` changes a field that ``lmtie train`` has no flag for.
+    """
+    base = make_config(config.corpus, config.size, config.variant)
+    command = (f"lmtie train --corpus {config.corpus} --size {config.size} "
+               f"--variant {config.variant}")
+    for name, value in config.to_dict().items():
+        if value == getattr(base, name):
+            continue
+        if name == "detach_target":
+            command += " --no-detach-target"
+        elif name in _FLAGS:
+            command += f" {_FLAGS[name]} {value}"
+        else:
+            raise ValueError(f"{config.run_id}: {name}={value!r} has no `lmtie train` flag")
+    return command
+
+
+def _read_dict(path: Path, keys: tuple[str, ...], hint: str) -> dict[str, Any]:
+    """``read_json(path)``, checked to be an object holding ``keys``; errors name the file."""
+    try:
+        obj = runs.read_json(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: not found; {hint}") from None
+    missing = [k for k in keys if not isinstance(obj, dict) or k not in obj]
+    if missing:
+        raise ValueError(f"{path}: missing {missing}; {hint}")
+    return obj
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows in the paper's order: corpus, size, variant (then seed)."""
+    keys = {"corpus": CORPORA, "size": SIZES, "variant": VARIANTS}
+    order = [frame[k].map({v: i for i, v in enumerate(vs)}) for k, vs in keys.items()]
+    index = pd.DataFrame({str(i): o for i, o in enumerate(order)} | {"seed": frame["seed"]})
+    return frame.loc[index.sort_values(list(index.columns)).index].reset_index(drop=True)
+
+
+def load_runs(results_dir: str | Path, preset: str | None = None) -> pd.DataFrame:
+    """One row per finished run in ``<results_dir>/runs/``: ``final.json`` + config, ``env.json``
+    and ``predictions.json`` summaries, the paper's ``model`` label and the ``command``.
+
+    Args:
+        results_dir: results root holding ``runs/<run_id>/``.
+        preset: only the runs of ``lmtie.config.preset_configs(preset)`` (missing ones are
+            left out: :func:`table1` shows their command); None = every run dir.
+
+    Returns:
+        DataFrame, one row per run in the paper's order; perplexities per token (exp nats),
+        ``wall_s`` seconds; ``preset`` is the run's suffix or ``"full"`` (schedule of T1).
+
+    Raises:
+        FileNotFoundError: a run dir lacks ``config.json``/``env.json``/``final.json``/
+            ``predictions.json`` (an unfinished run: the message says how to finish it).
+        ValueError: a corrupt or incomplete run file (names it), or, with ``preset``, a run
+            dir whose ``config.json`` is not the preset's config.
+    """
+    root = Path(results_dir) / "runs"
+    if preset:
+        expected = {c.run_id: c for c in preset_configs(preset)}
+        dirs = [root / run_id for run_id in expected if (root / run_id).is_dir()]
+    else:
+        expected = {}
+        dirs = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    rows = []
+    for run_dir in dirs:
+        config = Config.from_dict(_read_dict(run_dir / "config.json", (), "train the run"))
+        if preset and config != expected[run_dir.name]:
+            raise ValueError(f"{run_dir / 'config.json'} is not the {preset} preset's config; "
+                             f"retrain it (lmtie reproduce --preset {preset} --force) or move "
+                             "the run dir away")
+        command = train_command(config)
+        hint = (f"finish the run (`{command} --resume`) or re-measure it (`lmtie evaluate "
+                f"{run_dir}`), or move {run_dir} away")
+        final = _read_dict(run_dir / "final.json", _FINAL_KEYS, hint)
+        env = _read_dict(run_dir / "env.json", ("git_sha",), hint)
+        predictions = _read_dict(run_dir / "predictions.json", _PREDICTION_KEYS, hint)
+        rows.append({
+            **config.to_dict(), **{k: final[k] for k in _FINAL_KEYS},
+            "preset": config.preset or "full", "run_id": config.run_id, "model": config.label,
+            "git_sha": env["git_sha"], "threads": env.get("threads"), "torch": env.get("torch"),
+            "start_time": env.get("start_time"), "mean_p_unk": predictions["mean_p_unk"],
+            "mean_target_rank": predictions["mean_target_rank"],
+            "phrases": predictions["phrases"], "command": command, "run_dir": str(run_dir)})
+    return _sorted(pd.DataFrame(rows, columns=RUN_COLUMNS))
+
+
+def read_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """``metrics.jsonl`` of one run: one row per epoch, plus ``train_ppl = exp(train_ce)``.
+
+    Raises:
+        FileNotFoundError: no ``metrics.jsonl`` (names it).
+        ValueError: a corrupt line, or rows without DESIGN.md §3's columns (names the file).
+    """
+    path = Path(run_dir) / "metrics.jsonl"
+    try:
+        rows = runs.read_jsonl(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: not found; train the run first") from None
+    bad = [i for i, row in enumerate(rows, 1) if any(k not in row for k in _METRICS_KEYS)]
+    if not rows or bad:
+        where = "no epochs" if not rows else f"line {bad[0]} lacks one of"
+        raise ValueError(f"{path}: {where} {list(_METRICS_KEYS)}; train the run again (--force)")
+    frame = pd.DataFrame(rows)
+    frame["train_ppl"] = np.exp(frame["train_ce"].astype(float))
+    frame["subspace_distance"] = frame["subspace_distance"].astype(float)  # None -> NaN
+    return frame
+
+
+def load_metrics(runs_frame: pd.DataFrame) -> pd.DataFrame:
+    """Every epoch of the runs of :func:`load_runs`, long format, with the run's ``run_id``,
+    ``corpus``, ``size``, ``variant``, ``model`` and ``seed``.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`read_metrics`.
+    """
+    keys = ["run_id", "corpus", "size", "variant", "model", "seed"]
+    frames = [read_metrics(run["run_dir"]).assign(**{k: run[k] for k in keys})
+              for _, run in runs_frame.iterrows()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=keys)
+
+
+def table1(runs_frame: pd.DataFrame) -> pd.DataFrame:
+    """Table 1: every cell of the paper's table, ours beside the paper's.
+
+    One row per run (``TABLE1_COLUMNS``); a cell without a run gets one row with the paper's
+    numbers and the ``command`` that would produce ours. ``valid_diff``/``test_diff`` = ours −
+    paper (perplexity); ``n_params_m`` in millions (the paper's where PAPER.md §5 gives one).
+    Raises: nothing. Paper: Table 1 (v1 PTB, v3 WikiText-2); parameter counts §5.
+    """
+    rows = []
+    for config in preset_configs("paper"):
+        key = (config.corpus, config.size, config.variant)
+        paper_valid, paper_test = reference.paper_perplexity(*key) or (np.nan, np.nan)
+        base = {"corpus": config.corpus, "size": config.size, "model": config.label,
+                "paper_valid_ppl": paper_valid, "paper_test_ppl": paper_test,
+                "paper_n_params_m": reference.N_PARAMS_M.get(
+                    (config.corpus, config.size, config.tied), np.nan)}
+        ours = runs_frame[(runs_frame["corpus"] == config.corpus)
+                          & (runs_frame["size"] == config.size)
+                          & (runs_frame["variant"] == config.variant)]
+        if ours.empty:
+            rows.append({**base, "seed": config.seed, "command": train_command(config)})
+        for _, run in ours.iterrows():
+            rows.append({**{c: run[c] for c in TABLE1_COLUMNS if c in run.index}, **base,
+                         "n_params_m": run["n_params"] / 1e6})
+    table = pd.DataFrame(rows, columns=TABLE1_COLUMNS)
+    table["valid_diff"] = table["valid_ppl"] - table["paper_valid_ppl"]
+    table["test_diff"] = table["test_ppl"] - table["paper_test_ppl"]
+    return table
+
+
+def subspace_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Subspace distance between Lᵀ and W per epoch of the untied runs (VD-LSTM, +AL).
+
+    Raises:
+        ValueError: no epoch of any run has a ``subspace_distance`` (no untied runs).
+
+    Paper: Sec. 6.2 (distance of the Table-1 models over training); Decision S1.
+    """
+    table = metrics.dropna(subset=["subspace_distance"])
+    if table.empty:
+        raise ValueError("no untied runs (VD-LSTM or +AL) with a subspace distance; train "
+                         "one, e.g. lmtie train --variant vd")
+    return table[["run_id", "corpus", "size", "model", "seed", "epoch", "subspace_distance"]]
+
+
+def qualitative(runs_frame: pd.DataFrame, size: str | None = None) -> pd.DataFrame:
+    """Top-10 next words of the PTB runs of ``size`` beside the paper's lists, long format.
+
+    Columns: ``phrase`` (1–4), ``context``, ``target``, ``column`` (e.g. ``"+REAL (small,
+    ours)"``), ``rank`` (1 = top), ``word``, ``p``. Ours: the lowest seed per variant.
+
+    Args:
+        size: PTB size of our runs; None = the largest with runs (the paper shows large).
+
+    Raises:
+        ValueError: no finished PTB run (of ``size``).
+
+    Paper: Sec. 6.4, v1 Table 3 (only the first words of each list are printed there).
+    """
+    ptb = runs_frame[runs_frame["corpus"] == "ptb"]
+    size = size or next((s for s in reversed(SIZES) if (ptb["size"] == s).any()), None)
+    ours = ptb[ptb["size"] == size].drop_duplicates("variant")
+    if ours.empty:
+        raise ValueError(f"no finished PTB {size or ''} run for the qualitative table")
+    rows = []
+    for number, phrase in enumerate(reference.PHRASES, 1):
+        head = {"phrase": number, "context": phrase["context"], "target": phrase["target"]}
+        lists = [(f"{VARIANT_LABELS[v]} (large, paper)", phrase[v])
+                 for v in ("vd", "real")]
+        for _, run in ours.iterrows():
+            mine = next(p for p in run["phrases"] if p["context"] == phrase["context"])
+            lists.append((f"{run['model']} ({size}, ours)", mine["top10"]))
+        rows += [{**head, "column": column, "rank": rank, "word": word, "p": p}
+                 for column, words in lists for rank, (word, p) in enumerate(words, 1)]
+    return pd.DataFrame(rows)
+
+
+def qualitative_table(long: pd.DataFrame, phrase: int) -> pd.DataFrame:
+    """Phrase ``phrase`` of a :func:`qualitative` frame as a table: rank × column, cells
+    ``"word p"`` (p to 2 decimals), ``""`` where the paper prints no more words.
+
+    Raises:
+        ValueError: no such phrase in ``long``.
+    """
+    rows = long[long["phrase"] == phrase]
+    if rows.empty:
+        raise ValueError(f"no phrase {phrase}; choose one of {sorted(set(long['phrase']))}")
+    cells = rows.assign(cell=rows["word"] + " " + rows["p"].map("{:.2f}".format))
+    table = cells.pivot(index="rank", columns="column", values="cell")
+    return table[list(dict.fromkeys(rows["column"]))].fillna("")
+
+
+def unk_rank(runs_frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean p(<unk>) and mean rank of the target (1 = top) over the whole test set, per run,
+    with test perplexity and provenance. Our addition to Sec. 6.4 (no paper numbers).
+
+    Raises: nothing.
+    """
+    return runs_frame[["corpus", "size", "model", "seed", "test_ppl", "mean_p_unk",
+                       "mean_target_rank", "preset", "epochs_run", "device", "git_sha",
+                       "run_id"]].reset_index(drop=True)
+
+
+def save_table(table: pd.DataFrame, path: str | Path) -> pd.DataFrame:
+    """Write ``table`` as CSV (atomically) to ``path``; returns it for display.
+
+    Raises:
+        OSError: ``path`` cannot be written.
+    """
+    runs.atomic_write_text(Path(path), table.to_csv(index=False))
+    return table
+
+
+def read_table(results_dir: str | Path, name: str) -> pd.DataFrame:
+    """``<results_dir>/tables/<name>.csv`` (only empty cells are NaN: PTB has the word "null").
+
+    Raises:
+        FileNotFoundError: the table is missing (run the analysis notebooks first).
+    """
+    path = Path(results_dir) / "tables" / f"{name}.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; run `lmtie reproduce` or the analysis "
+                                "notebooks 02–04 first")
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def provenance(runs_frame: pd.DataFrame) -> pd.DataFrame:
+    """Where each run's numbers come from: preset, epochs (planned, run, best), batch cap,
+    device, threads, torch, git sha, start time (UTC), wall time (s) and command.
+
+    Raises: nothing.
+    """
+    return runs_frame[PROVENANCE_COLUMNS].reset_index(drop=True)

@@ -1,0 +1,181 @@
+"""lmtie.pipeline: notebook parameters, skipping finished runs, failures, and the smoke
+pipeline end to end on real PTB (slow)."""
+
+import json
+import math
+import time
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+from bs4 import BeautifulSoup
+
+from lmtie import download, pipeline, reference, report, runs
+from lmtie.config import preset_configs
+
+
+@pytest.mark.parametrize("preset", ["smoke", "cpu", "paper"])
+def test_notebook_parameters_reproduce_every_preset_config(preset):
+    for config in preset_configs(preset):
+        params = pipeline.train_parameters(config, threads=1)
+        assert params["threads"] == 1
+        del params["threads"]
+        assert pipeline.config_from_parameters(**params) == config
+
+
+def test_train_parameters_refuse_what_notebook_01_cannot_express():
+    config = preset_configs("smoke")[0].replace(bptt=20)
+    with pytest.raises(ValueError, match="cannot express"):
+        pipeline.train_parameters(config)
+
+
+def test_is_finished_needs_the_same_config_and_a_later_final_json(tmp_path):
+    config = preset_configs("smoke")[0]
+    run_dir = tmp_path / config.run_id
+    runs.write_json(run_dir / "config.json", config.to_dict())
+    assert not pipeline.is_finished(run_dir, config)  # no final.json: unfinished
+    runs.write_json(run_dir / "final.json", {"run_id": config.run_id})
+    assert pipeline.is_finished(run_dir, config)
+    assert not pipeline.is_finished(run_dir, config.replace(max_batches=50))
+    time.sleep(0.01)
+    runs.write_json(run_dir / "config.json", config.to_dict())  # a restart after final.json
+    assert not pipeline.is_finished(run_dir, config)
+
+
+def test_reproduce_checks_its_arguments(tmp_path):
+    with pytest.raises(ValueError, match="jobs"):
+        pipeline.reproduce("smoke", jobs=0, output_dir=tmp_path)
+    with pytest.raises(ValueError, match="preset"):
+        pipeline.reproduce("tiny", output_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"01_train\.ipynb"):
+        pipeline.reproduce("smoke", output_dir=tmp_path, notebooks_dir=tmp_path)
+    assert pipeline.default_output_dir("smoke") == Path("results/smoke")
+    assert pipeline.default_output_dir("cpu") == Path("results")
+
+
+def test_missing_corpus_is_downloaded_first_saying_so(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(download, "download_corpus", lambda c, d: calls.append((c, d)))
+    pipeline.ensure_corpora({"ptb"}, tmp_path)
+    assert calls == [("ptb", tmp_path)]
+    assert f"ptb: not in {tmp_path}; downloading it" in capsys.readouterr().out
+    for split in ("train", "valid", "test"):
+        (tmp_path / "ptb").mkdir(exist_ok=True)
+        (tmp_path / "ptb" / f"ptb.{split}.txt").write_text("a b\n")
+    pipeline.ensure_corpora({"ptb"}, tmp_path)
+    assert len(calls) == 1  # present: nothing downloaded
+
+
+def test_without_network_the_download_error_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setitem(download.URLS, "ptb", str(tmp_path / "unreachable.tgz"))
+    with pytest.raises(download.DownloadError, match="by hand"):
+        pipeline.ensure_corpora({"ptb"}, tmp_path / "data")
+    assert not (tmp_path / "data" / "ptb").exists()
+
+
+@pytest.mark.slow
+def test_failed_notebook_names_itself_and_the_cell_and_is_kept(tmp_path):
+    source = tmp_path / "broken.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("x = 1"),
+        nbformat.v4.new_code_cell("raise ValueError('no corpus here')"),
+        nbformat.v4.new_code_cell("y = 2")]), source)
+    output = tmp_path / "out" / "broken.ipynb"
+    with pytest.raises(pipeline.NotebookError) as info:
+        pipeline.run_notebook(source, output, {})
+    message = str(info.value)
+    assert "broken.ipynb" in message and "ValueError: no corpus here" in message
+    assert "raise ValueError" in message and str(output) in message
+    executed = nbformat.read(output, as_version=4)
+    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.output_type == "error"]
+    assert [e.evalue for e in errors] == ["no corpus here"]
+
+
+def _errors(notebook: Path) -> list[str]:
+    nb = nbformat.read(notebook, as_version=4)
+    return [f"{o.ename}: {o.evalue}" for c in nb.cells if c.cell_type == "code"
+            for o in c.get("outputs", []) if o.output_type == "error"]
+
+
+def _html_tables(soup: BeautifulSoup) -> list[pd.DataFrame]:
+    tables = []
+    for table in soup.find_all("table"):
+        rows = [[cell.get_text(strip=True) for cell in tr.find_all(["th", "td"])]
+                for tr in table.find_all("tr")]
+        tables.append(pd.DataFrame(rows[1:], columns=rows[0]) if len(rows) > 1 else None)
+    return [t for t in tables if t is not None]
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_end_to_end_on_real_ptb(data_dir, tmp_path, capsys):
+    out = tmp_path / "smoke"
+    checkpoints = tmp_path / "checkpoints"
+    configs = preset_configs("smoke")
+    start = time.perf_counter()
+    html = pipeline.reproduce("smoke", jobs=2, data_dir=data_dir, output_dir=out,
+                              checkpoint_root=checkpoints)
+    first = time.perf_counter() - start
+    assert html == out / "report.html"
+
+    executed = sorted((out / "notebooks").glob("*.ipynb"))
+    assert [p.name for p in executed] == sorted(
+        [*(f"01_train-{c.run_id}.ipynb" for c in configs), *pipeline.ANALYSIS_NOTEBOOKS,
+         pipeline.REPORT_NOTEBOOK])
+    assert {p.name: _errors(p) for p in executed} == {p.name: [] for p in executed}
+
+    # table1.csv: the expected columns, our four smoke runs with finite perplexities that
+    # beat a uniform guess over the 10,000 words, beside the paper's numbers
+    table = pd.read_csv(out / "tables" / "table1.csv")
+    assert list(table.columns) == report.TABLE1_COLUMNS
+    ours = table.dropna(subset=["test_ppl"])
+    assert list(ours["run_id"]) == [c.run_id for c in configs]
+    for _, row in ours.iterrows():
+        assert 1 < row["valid_ppl"] < 10_000 and 1 < row["test_ppl"] < 10_000
+        variant = row["run_id"].split("-")[2]
+        assert (row["paper_valid_ppl"], row["paper_test_ppl"]) == reference.paper_perplexity(
+            "ptb", "small", variant)
+        assert row["test_diff"] == pytest.approx(row["test_ppl"] - row["paper_test_ppl"])
+        assert (row["epochs_run"], row["preset"], row["device"]) == (2, "smoke", "cpu")
+        final = json.loads((out / "runs" / row["run_id"] / "final.json").read_text())
+        assert row["test_ppl"] == final["test_ppl"]
+
+    # report.html: Table 1 (four rows of ours beside the paper's), the figures embedded,
+    # the qualitative tables, the decisions and the provenance
+    soup = BeautifulSoup(html.read_text(encoding="utf-8"), "html.parser")
+    tables = _html_tables(soup)
+    table1 = next(t for t in tables if "valid (paper)" in t.columns)
+    mine = table1[table1["test"] != "–"]
+    assert len(table1) == 20 and len(mine) == 4
+    assert [float(v) for v in mine["test (paper)"]] == [87.3, 82.9, 85.1, 82.7]
+    assert all(math.isfinite(float(v)) for v in [*mine["valid"], *mine["test"]])
+    missing = table1[table1["test"] == "–"]["run / command"]
+    assert "lmtie train --corpus ptb --size medium --variant real" in list(missing)
+    images = [img["src"] for img in soup.find_all("img")]
+    assert len(images) >= 2 and all(src.startswith("data:image/png;base64,") for src in images)
+    heading = soup.find(id=lambda i: i and i.startswith("Subspace-distance"))
+    assert heading.find_next("img")["src"].startswith("data:image/png;base64,")
+    qualitative = [t for t in tables if "+REAL (large, paper)" in t.columns]
+    assert len(qualitative) == 4 and all(len(t) == 10 for t in qualitative)
+    assert qualitative[0]["+REAL (large, paper)"].iloc[0] == "federal 0.22"
+    assert all(len(t["+REAL (small, ours)"].iloc[0].split()) == 2 for t in qualitative)
+    text = soup.get_text()
+    assert all(f"{d} " in text for d in ("A1", "A2", "A3", "D1", "T1", "T2", "E1", "S1"))
+    subspace = pd.read_csv(out / "tables" / "subspace_distance.csv")
+    assert sorted(set(subspace["model"])) == ["+AL", "VD-LSTM"] and len(subspace) == 4
+    assert subspace["subspace_distance"].between(0, 1).all()
+
+    # a second reproduce skips the finished runs and is fast
+    finals = {c.run_id: (out / "runs" / c.run_id / "final.json").stat().st_mtime_ns
+              for c in configs}
+    capsys.readouterr()
+    start = time.perf_counter()
+    pipeline.reproduce("smoke", data_dir=data_dir, output_dir=out, checkpoint_root=checkpoints)
+    second = time.perf_counter() - start
+    printed = capsys.readouterr().out
+    print(f"smoke pipeline: {first:.0f} s, again (all runs skipped): {second:.0f} s")
+    assert printed.count("skipped: finished") == 4 and "training" not in printed
+    assert finals == {c.run_id: (out / "runs" / c.run_id / "final.json").stat().st_mtime_ns
+                      for c in configs}
+    assert second < min(120, first / 2)

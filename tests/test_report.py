@@ -1,0 +1,233 @@
+"""lmtie.report / lmtie.render: tables and figures from hand-made run files (fast, no training)."""
+
+import base64
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from IPython.display import HTML, Markdown
+
+from lmtie import cli, reference, render, report, runs
+from lmtie.config import Config, make_config, preset_configs
+
+SMOKE = {c.variant: c for c in preset_configs("smoke")}
+ENV = {"git_sha": "0123456789abcdef0123", "python": "3.11.7", "torch": "2.13.0",
+       "device": "cpu", "threads": 1, "start_time": "2025-01-01T00:00:00Z"}
+
+
+def top10(first: str) -> list[list]:
+    words = [first, "the", "a", "<unk>", "N", "of", "to", "in", "and", "null"]
+    return [[w, round(0.2 - 0.02 * i, 3)] for i, w in enumerate(words)]
+
+
+def write_run(results: Path, config: Config, valid: list[float], test: float,
+              distances: list[float] | None = None, first_word: str = "federal",
+              p_unk: float = 0.05, rank: float = 120.0) -> Path:
+    """A finished run dir as ``fit`` writes it (DESIGN.md §3), with chosen numbers."""
+    run_dir = results / "runs" / config.run_id
+    runs.write_json(run_dir / "config.json", config.to_dict())
+    runs.write_json(run_dir / "env.json", ENV)
+    runs.write_jsonl(run_dir / "metrics.jsonl", [
+        {"epoch": e, "lr": 1.0, "train_ce": math.log(v + 20), "train_aug_kl": 0.0,
+         "valid_ppl": v, "subspace_distance": None if distances is None else distances[e - 1],
+         "tokens_per_s": 1000.0, "elapsed_s": 10.0 * e} for e, v in enumerate(valid, 1)])
+    best = int(np.argmin(valid)) + 1
+    runs.write_json(run_dir / "predictions.json", {
+        "run_id": config.run_id, "best_epoch": best, "n_tokens": 82_429,
+        "mean_p_unk": p_unk, "mean_target_rank": rank,
+        "phrases": [{"context": p["context"], "target": p["target"], "top10": top10(first_word)}
+                    for p in reference.PHRASES]})
+    runs.write_json(run_dir / "final.json", {
+        "run_id": config.run_id, "corpus": config.corpus, "size": config.size,
+        "variant": config.variant, "tied": config.tied, "alpha": config.alpha,
+        "tau": config.tau, "seed": config.seed, "n_params": 2_640_000 if config.tied else
+        4_650_000, "epochs_run": len(valid), "best_epoch": best, "valid_ppl": min(valid),
+        "test_ppl": test, "eval_batch_size": 20, "test_batch_size": 1,
+        "preset": config.preset, "wall_s": 10.0 * len(valid), "device": "cpu"})
+    return run_dir
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    """Smoke runs of VD-LSTM (valid 120 → 100, test 95) and +REAL (valid 110 → 90, test 85)."""
+    write_run(tmp_path, SMOKE["vd"], [120.0, 100.0], 95.0, distances=[0.99, 0.97],
+              first_word="the", p_unk=0.06, rank=150.0)
+    write_run(tmp_path, SMOKE["real"], [110.0, 90.0], 85.0, first_word="federal",
+              p_unk=0.03, rank=100.0)
+    return tmp_path
+
+
+def test_load_runs_reads_run_files_in_paper_order(results):
+    frame = report.load_runs(results, "smoke")
+    assert list(frame["run_id"]) == ["ptb-small-vd-seed1-smoke", "ptb-small-real-seed1-smoke"]
+    assert list(frame["valid_ppl"]) == [100.0, 90.0]
+    assert list(frame["test_ppl"]) == [95.0, 85.0]
+    assert list(frame["mean_p_unk"]) == [0.06, 0.03]
+    assert list(frame["preset"]) == ["smoke", "smoke"]
+    assert list(frame["git_sha"]) == [ENV["git_sha"]] * 2
+    assert len(report.load_runs(results)) == 2  # no preset: every run dir
+    assert list(frame.columns) == report.RUN_COLUMNS
+    empty = report.load_runs(results, "cpu")  # the cpu preset's runs are not there
+    assert empty.empty and list(empty.columns) == report.RUN_COLUMNS
+    assert report.table1(empty)["command"].notna().sum() == 20
+
+
+def test_table1_ours_beside_paper_and_commands_for_missing_cells(results):
+    table = report.table1(report.load_runs(results, "smoke"))
+    assert list(table.columns) == report.TABLE1_COLUMNS
+    assert len(table) == 20  # every cell of the paper's table, one run each at most here
+    cells = table.set_index(["corpus", "size", "model"])
+    vd = cells.loc[("ptb", "small", "VD-LSTM")]
+    assert (vd["valid_ppl"], vd["paper_valid_ppl"]) == (100.0, 92.6)
+    assert vd["valid_diff"] == pytest.approx(100.0 - 92.6)
+    assert vd["test_diff"] == pytest.approx(95.0 - 87.3)
+    assert (vd["n_params_m"], vd["paper_n_params_m"]) == (4.65, 4.65)
+    assert (vd["epochs_run"], vd["preset"], vd["device"]) == (2, "smoke", "cpu")
+    assert vd["command"] == ("lmtie train --corpus ptb --size small --variant vd --epochs 2 "
+                             "--max-batches 100 --preset smoke")
+    real = cells.loc[("ptb", "small", "+REAL")]
+    assert real["test_diff"] == pytest.approx(85.0 - 82.7)
+    assert real["paper_n_params_m"] == 2.64
+    missing = cells.loc[("ptb", "medium", "+REAL")]
+    assert math.isnan(missing["valid_ppl"]) and math.isnan(missing["valid_diff"])
+    assert (missing["paper_valid_ppl"], missing["paper_test_ppl"]) == (75.7, 73.2)
+    assert missing["command"] == "lmtie train --corpus ptb --size medium --variant real"
+    assert pd.isna(missing["run_id"])
+    assert math.isnan(cells.loc[("wikitext-2", "small", "VD-LSTM")]["paper_valid_ppl"])
+    for (corpus, size, _), row in cells.iterrows():  # the paper's numbers are reference's
+        variant = {"VD-LSTM": "vd", "+AL": "al", "+RE": "re", "+REAL": "real"}[_]
+        expected = reference.paper_perplexity(corpus, size, variant)
+        if expected:
+            assert (row["paper_valid_ppl"], row["paper_test_ppl"]) == expected
+
+
+def test_train_command_round_trips_through_the_cli_for_every_preset():
+    for preset in ("smoke", "cpu", "paper"):
+        for config in preset_configs(preset):
+            argv = report.train_command(config).split()[1:]
+            assert cli._train_config(cli._parser().parse_args(argv)) == config
+    ablation = make_config("ptb", "small", "al", tau=10.0, detach_target=False)
+    argv = report.train_command(ablation).split()[1:]
+    assert cli._train_config(cli._parser().parse_args(argv)) == ablation
+    with pytest.raises(ValueError, match="bptt"):
+        report.train_command(make_config(bptt=20))
+
+
+def test_missing_final_json_names_the_file_and_the_fix(results):
+    path = results / "runs" / SMOKE["vd"].run_id / "final.json"
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match=r"final\.json: not found.*--resume.*evaluate"):
+        report.load_runs(results, "smoke")
+    assert str(path) in _error(FileNotFoundError, report.load_runs, results)
+
+
+def test_corrupt_or_incomplete_final_json_names_the_file(results):
+    path = results / "runs" / SMOKE["real"].run_id / "final.json"
+    path.write_text('{"valid_ppl": 90.0, ')
+    assert str(path) in _error(ValueError, report.load_runs, results, "smoke")
+    path.write_text('{"valid_ppl": 90.0}')
+    message = _error(ValueError, report.load_runs, results, "smoke")
+    assert str(path) in message and "test_ppl" in message
+
+
+def test_run_of_another_config_is_refused_for_a_preset(results):
+    path = results / "runs" / SMOKE["vd"].run_id / "config.json"
+    runs.write_json(path, SMOKE["vd"].replace(max_batches=50).to_dict())
+    assert str(path) in _error(ValueError, report.load_runs, results, "smoke")
+
+
+def test_metrics_missing_or_corrupt_names_the_file(results):
+    frame = report.load_runs(results, "smoke")
+    path = results / "runs" / SMOKE["vd"].run_id / "metrics.jsonl"
+    path.write_text(path.read_text() + "{not json\n")
+    assert f"{path}:3" in _error(ValueError, report.load_metrics, frame)
+    path.unlink()
+    assert str(path) in _error(FileNotFoundError, report.load_metrics, frame)
+
+
+def test_metrics_and_subspace_table_carry_the_numbers(results):
+    metrics = report.load_metrics(report.load_runs(results, "smoke"))
+    assert list(metrics["valid_ppl"]) == [120.0, 100.0, 110.0, 90.0]
+    assert metrics["train_ppl"].iloc[0] == pytest.approx(140.0)  # exp(train_ce)
+    table = report.subspace_table(metrics)  # untied runs only
+    assert list(table["model"]) == ["VD-LSTM", "VD-LSTM"]
+    assert list(table["subspace_distance"]) == [0.99, 0.97]
+    fig = render.plot_subspace_distance(table)
+    assert plotted(fig) == [[0.99, 0.97]]
+    assert plotted(render.plot_valid_curves(metrics)) == [[110.0, 90.0], [120.0, 100.0]]
+    with pytest.raises(ValueError, match="untied"):
+        report.subspace_table(metrics[metrics["model"] == "+REAL"])
+
+
+def test_qualitative_tables_put_ours_beside_the_paper(results):
+    long = report.qualitative(report.load_runs(results, "smoke"))
+    table = report.qualitative_table(long, 1)
+    assert list(table.columns) == ["VD-LSTM (large, paper)", "+REAL (large, paper)",
+                                   "VD-LSTM (small, ours)", "+REAL (small, ours)"]
+    assert list(table.index) == list(range(1, 11))
+    assert table.loc[1, "VD-LSTM (large, paper)"] == "the 0.27"
+    assert table.loc[3, "+REAL (large, paper)"] == "a 0.08"
+    assert table.loc[4, "+REAL (large, paper)"] == ""  # the paper prints three words
+    assert table.loc[1, "+REAL (small, ours)"] == "federal 0.20"
+    assert table.loc[10, "VD-LSTM (small, ours)"] == "null 0.02"
+    sections = render.qualitative_sections(long)
+    assert len(sections) == 8 and "federal" in sections[0].data
+
+
+def test_tables_survive_csv_round_trip(results, tmp_path):
+    long = report.qualitative(report.load_runs(results, "smoke"))
+    report.save_table(long, tmp_path / "tables" / "qualitative.csv")
+    back = report.read_table(tmp_path, "qualitative")
+    assert (back["word"] == long["word"]).all()  # "null" and "N" stay words
+    report.save_table(report.table1(report.load_runs(results)), tmp_path / "tables" / "t.csv")
+    table = report.read_table(tmp_path, "t")
+    assert table["valid_ppl"].notna().sum() == 2 and table["command"].notna().all()
+    shown = render.display_table1(table).data.set_index("model")
+    assert shown.loc["VD-LSTM", "run / command"].iloc[0] == SMOKE["vd"].run_id
+    assert shown.loc["+REAL", "run / command"].iloc[1] == (
+        "lmtie train --corpus ptb --size medium --variant real")
+    assert shown["git sha"].iloc[0] == "0123456789"
+    with pytest.raises(FileNotFoundError, match=r"missing\.csv"):
+        report.read_table(tmp_path, "missing")
+
+
+def test_unk_rank_and_provenance(results):
+    frame = report.load_runs(results, "smoke")
+    numbers = report.unk_rank(frame).set_index("model")
+    assert numbers.loc["VD-LSTM", "mean_p_unk"] == 0.06
+    assert numbers.loc["+REAL", "mean_target_rank"] == 100.0
+    provenance = report.provenance(frame)
+    assert list(provenance.columns) == report.PROVENANCE_COLUMNS
+    assert list(provenance["epochs"]) == [2, 2] and list(provenance["max_batches"]) == [100, 100]
+    assert "`smoke`" in render.summary_markdown(provenance, "smoke").data
+
+
+def test_decisions_and_figure1_section(tmp_path):
+    text = render.decisions_markdown().data
+    assert [line[4:6] for line in text.splitlines()] == [
+        "A1", "A2", "A3", "D1", "T1", "T2", "E1", "S1"]
+    assert "α = 13 (PTB), 25 (WikiText-2)" in text and "0.3 / 0.5 / 0.65" in text
+    (shown,) = render.figure1(tmp_path)
+    assert isinstance(shown, Markdown) and "lmtie subspace" in shown.data
+    png = render.save_figure(render.plot_learning_curve(
+        pd.DataFrame({"epoch": [1], "train_ppl": [5.0], "valid_ppl": [4.0]}), "x"),
+        tmp_path / "figures" / "figure1a.png")
+    os.link(tmp_path / "figures" / "figure1a.png", tmp_path / "figures" / "figure1b.png")
+    shown = render.figure1(tmp_path)
+    assert [type(s) for s in shown] == [HTML, HTML] and 'alt="Figure 1b"' in shown[1].data
+    assert base64.b64encode(png.data).decode() in shown[0].data
+
+
+def plotted(fig) -> list[list[float]]:
+    """The y values of the lines of the first panel (seaborn adds empty legend proxies)."""
+    return sorted([float(y) for y in line.get_ydata()] for line in fig.axes[0].lines
+                  if len(line.get_ydata()))
+
+
+def _error(kind: type[Exception], function, *args) -> str:
+    with pytest.raises(kind) as info:
+        function(*args)
+    return str(info.value)
