@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup test smoke reproduce report bench lint
+.PHONY: setup test smoke reproduce report bench lint lab
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -28,6 +28,10 @@ report: setup  ## re-render results/report.html from the committed run files
 
 bench: setup  ## throughput of the four variants against a plain PyTorch LSTM LM
 	$(BIN)/python benchmarks/throughput.py --corpus ptb --size small
+
+lab: setup  ## open the notebooks in JupyterLab (installs it into .venv)
+	$(BIN)/python -m pip install --quiet -e '.[lab]'
+	cd notebooks && ../$(BIN)/jupyter lab
 
 lint: setup
 	$(BIN)/ruff check .

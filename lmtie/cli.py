@@ -44,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="weight of J^aug (default gamma * tau for +AL/+REAL, else 0)")
     train.add_argument("--no-detach-target", action="store_true",
                        help="let the gradient flow through ỹ (ablation of Decision A2)")
-    train.add_argument("--preset", default="", help="run_id suffix of a shortened run")
+    train.add_argument("--preset", default="",
+                       help="run_id suffix (default: derived from the options that depart "
+                            "from the preset, e.g. -e1 for --epochs 1)")
     train.add_argument("--results-dir", default="results/runs")
     train.add_argument("--resume", action="store_true",
                        help="continue from the last completed epoch if a checkpoint exists")
@@ -75,16 +77,42 @@ def _parser() -> argparse.ArgumentParser:
                       help="default: every corpus (check) / required (download)")
     data.add_argument("--dest", "--data-dir", dest="data_dir", default=None,
                       help="corpora folder (default: $LMTIE_DATA_DIR, else ./data)")
+
+    sp = sub.add_parser("subspace", help="Sec. 6.2 / Figure 1: distance(Lᵀ, W) sweeps")
+    sp.add_argument("--sweep", default="both", choices=("a", "b", "both"),
+                    help="a: beta sweep at tau = 10 (Fig. 1a); b: tau sweep at beta = 1 (1b)")
+    sp.add_argument("--seeds", type=int, default=3, help="runs per point (seeds 1..N)")
+    sp.add_argument("--results-dir", default="results",
+                    help="writes subspace/runs.csv and figures/figure1{a,b}.png under it")
+    sp.add_argument("--max-epochs", type=int, default=None,
+                    help="cap of the stopping rule (default: SubspaceSetup's)")
+    sp.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    sp.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1; on a shared CPU also export "
+                         "OPENBLAS_NUM_THREADS=1 for scipy's distance)")
+    sp.add_argument("--data-dir", default=None,
+                    help="corpora folder (default: $LMTIE_DATA_DIR, else ./data)")
+    sp.add_argument("--quiet", action="store_true", help="no line per finished run")
     return parser
 
 
+_SUFFIX = {"epochs": "e", "max_batches": "b", "tau": "tau", "alpha": "alpha"}
+
+
 def _train_config(args: argparse.Namespace) -> Config:
+    """The config of ``lmtie train``. A run that departs from the preset (fewer epochs, an
+    ablation) gets a run_id suffix naming the change, e.g. ``-e1`` or ``-tau10``, unless
+    ``--preset`` names one, so it never overwrites the full-schedule run."""
     overrides = {k: v for k, v in (("epochs", args.epochs), ("max_batches", args.max_batches),
                                    ("tau", args.tau), ("alpha", args.alpha)) if v is not None}
     if args.no_detach_target:
         overrides["detach_target"] = False
-    return make_config(args.corpus, args.size, args.variant, seed=args.seed,
-                       preset=args.preset, **overrides)
+    base = make_config(args.corpus, args.size, args.variant, seed=args.seed)
+    config = make_config(args.corpus, args.size, args.variant, seed=args.seed, **overrides)
+    preset = args.preset or "-".join(
+        f"{_SUFFIX[k]}{v:g}".replace(".", "p") if k in _SUFFIX else "nodetach"
+        for k, v in overrides.items() if getattr(base, k) != getattr(config, k))
+    return config.replace(preset=preset)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,6 +153,17 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError(str(err)) from err
     elif args.command == "data":
         _data(args)
+    elif args.command == "subspace":
+        from lmtie import subspace
+
+        caps = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
+        setup = subspace.SubspaceSetup(**caps)
+        rows = subspace.run_experiment(args.sweep, args.seeds, args.results_dir, setup,
+                                       args.device, args.data_dir, progress=not args.quiet)
+        for name in ("a", "b") if args.sweep == "both" else (args.sweep,):
+            for point in subspace.summarise(rows, name):
+                print(f"figure 1{name}: beta={point['beta']:g} tau={point['tau']:g} distance "
+                      f"{point['mean']:.3f} ± {point['std']:.3f} (n={point['n']})")
     return 0
 
 

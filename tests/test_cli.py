@@ -1,0 +1,34 @@
+"""The command line: config from flags, run_id suffixes, clean errors."""
+
+import pytest
+
+from lmtie.cli import _parser, _train_config, main
+
+
+def config_of(*flags):
+    return _train_config(_parser().parse_args(["train", *flags]))
+
+
+def test_full_schedule_run_has_the_plain_run_id():
+    assert config_of("--variant", "real").run_id == "ptb-small-real-seed1"
+    assert config_of("--epochs", "40").run_id == "ptb-small-vd-seed1"  # the preset's value
+
+
+def test_departures_from_the_preset_get_a_suffix():
+    assert config_of("--variant", "real", "--epochs", "1").run_id == "ptb-small-real-seed1-e1"
+    config = config_of("--variant", "al", "--tau", "10")
+    assert config.run_id == "ptb-small-al-seed1-tau10"
+    assert config.alpha == pytest.approx(0.65 * 10)  # Decision A1: alpha = gamma * tau
+    assert config_of("--variant", "al", "--tau", "0.5").run_id.endswith("-tau0p5")
+    assert config_of("--variant", "al", "--no-detach-target").detach_target is False
+    assert config_of("--epochs", "2", "--preset", "smoke").run_id == "ptb-small-vd-seed1-smoke"
+
+
+def test_bad_input_exits_2_with_the_fix(tmp_path, capsys):
+    code = main(["train", "--epochs", "1", "--data-dir", str(tmp_path), "--device", "cpu",
+                 "--results-dir", str(tmp_path / "runs"), "--quiet"])
+    assert code == 2
+    assert "lmtie data download ptb" in capsys.readouterr().err
+    assert main(["data", "download", "--dest", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["train", "--variant", "xl"])
