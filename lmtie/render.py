@@ -61,31 +61,32 @@ def plot_learning_curve(metrics: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
-def plot_valid_curves(metrics: pd.DataFrame) -> Figure:
-    """Validation perplexity per epoch of each variant, one panel per corpus and size.
+def plot_valid_curves(metrics: pd.DataFrame) -> Figure | None:
+    """Validation perplexity per epoch of each variant, one panel per corpus and size; None
+    when no run has completed an epoch.
 
     Args:
-        metrics: a :func:`lmtie.report.load_metrics` frame.
+        metrics: a :func:`lmtie.report.load_metrics` frame (in-progress runs included).
 
-    Raises:
-        ValueError: ``metrics`` is empty (no finished runs).
-
-    Paper: Figure 2 (validation perplexity during training).
+    Raises: nothing. Paper: Figure 2 (validation perplexity during training).
     """
     if metrics.empty:
-        raise ValueError("no finished runs to plot; train some first (lmtie reproduce)")
+        return None
     return _facets(metrics, "valid_ppl", "validation perplexity",
                    "Validation perplexity per epoch")
 
 
-def plot_subspace_distance(table: pd.DataFrame) -> Figure:
-    """Subspace distance(Lᵀ, W) over epochs of the untied runs; 1 = orthogonal, 0 = equal.
+def plot_subspace_distance(table: pd.DataFrame) -> Figure | None:
+    """Subspace distance(Lᵀ, W) over epochs of the untied runs; 1 = orthogonal, 0 = equal;
+    None when ``table`` is empty (no untied run has completed an epoch).
 
     Args:
         table: a :func:`lmtie.report.subspace_table` frame.
 
     Raises: nothing. Paper: Sec. 6.2; Decision S1.
     """
+    if table.empty:
+        return None
     return _facets(table, "subspace_distance", "subspace distance(Lᵀ, W)",
                    "Subspace distance between Lᵀ and W (untied models)")
 
@@ -97,27 +98,33 @@ def _image(fig: Figure, dpi: int) -> Image:
     return Image(data=buffer.getvalue(), alt=fig.get_suptitle() or fig.axes[0].get_title())
 
 
-def save_figure(fig: Figure, path: str | Path) -> Image:
+def save_figure(fig: Figure | None, path: str | Path) -> Image | Markdown:
     """Write ``fig`` as a 150-dpi PNG to ``path`` (folders created); returns the image, so a
-    notebook cell ending in ``save_figure(...)`` shows exactly the saved file.
+    notebook cell ending in ``save_figure(...)`` shows exactly the saved file. ``fig`` None
+    (nothing to plot yet) removes a stale ``path`` and returns a note instead.
 
     Raises:
         OSError: ``path`` cannot be written.
     """
-    image = _image(fig, 150)
     path = Path(path)
+    if fig is None:
+        path.unlink(missing_ok=True)
+        return Markdown(f"*Nothing to plot yet for `{path.name}`: no run has completed an "
+                        "epoch. Train one (commands in Table 1).*")
+    image = _image(fig, 150)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(image.data)
     return image
 
 
-def embed(path: str | Path, alt: str) -> HTML:
+def embed(path: str | Path, alt: str) -> HTML | Markdown:
     """The PNG at ``path`` as an inline ``<img>`` with alternative text ``alt`` (nbconvert's
-    HTML drops the ``alt`` of an ``Image``), for the report.
+    HTML drops the ``alt`` of an ``Image``), for the report; a note when there is none yet.
 
-    Raises:
-        FileNotFoundError: no file at ``path`` (run the notebook that writes it).
+    Raises: nothing.
     """
+    if not Path(path).is_file():
+        return Markdown(f"*{alt}: not produced yet (no run has completed an epoch).*")
     png = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     return HTML(f'<img src="data:image/png;base64,{png}" alt="{html.escape(alt)}">')
 
@@ -144,7 +151,8 @@ def display_table1(table: pd.DataFrame) -> Styler:
     sha = table["git_sha"].astype("string")
     shown = pd.DataFrame({
         "corpus": table["corpus"], "size": table["size"], "model": table["model"],
-        "valid": table["valid_ppl"], "valid (paper)": table["paper_valid_ppl"],
+        "status": table["status"], "valid": table["valid_ppl"],
+        "valid (paper)": table["paper_valid_ppl"],
         "valid Δ": table["valid_diff"], "test": table["test_ppl"],
         "test (paper)": table["paper_test_ppl"], "test Δ": table["test_diff"],
         "params M": table["n_params_m"], "params M (paper)": table["paper_n_params_m"],
@@ -161,6 +169,8 @@ def qualitative_sections(long: pd.DataFrame) -> list[Markdown | Styler]:
     Raises: nothing. Paper: Sec. 6.4, v1 Table 3.
     """
     sections: list[Markdown | Styler] = []
+    if not long["column"].str.endswith("ours)").any():
+        sections.append(Markdown("*No finished PTB run yet: only the paper's lists.*"))
     for phrase, rows in long.groupby("phrase", sort=True):
         context, target = rows["context"].iloc[0], rows["target"].iloc[0]
         sections.append(Markdown(f"**{phrase}.** “{html.escape(context)} …” → target "

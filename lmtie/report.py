@@ -32,15 +32,15 @@ _METRICS_KEYS = ("epoch", "train_ce", "valid_ppl", "subspace_distance")
 _PREDICTION_KEYS = ("phrases", "mean_p_unk", "mean_target_rank")
 _FLAGS = {"seed": "--seed", "epochs": "--epochs", "max_batches": "--max-batches",
           "preset": "--preset", "tau": "--tau", "alpha": "--alpha"}
-TABLE1_COLUMNS = ["corpus", "size", "model", "seed", "valid_ppl", "paper_valid_ppl",
+TABLE1_COLUMNS = ["corpus", "size", "model", "seed", "status", "valid_ppl", "paper_valid_ppl",
                   "valid_diff", "test_ppl", "paper_test_ppl", "test_diff", "n_params_m",
                   "paper_n_params_m", "epochs_run", "best_epoch", "max_batches", "preset",
                   "device", "git_sha", "run_id", "command"]
-RUN_COLUMNS = [*Config().to_dict(), *_FINAL_KEYS, "run_id", "model", "git_sha", "threads",
-               "torch", "start_time", "mean_p_unk", "mean_target_rank", "phrases", "command",
-               "run_dir"]
-PROVENANCE_COLUMNS = ["run_id", "preset", "epochs", "max_batches", "epochs_run", "best_epoch",
-                      "device", "threads", "torch", "git_sha", "start_time", "wall_s",
+RUN_COLUMNS = [*Config().to_dict(), *_FINAL_KEYS, "status", "run_id", "model", "git_sha",
+               "threads", "torch", "start_time", "mean_p_unk", "mean_target_rank", "phrases",
+               "command", "run_dir"]
+PROVENANCE_COLUMNS = ["run_id", "status", "preset", "epochs", "max_batches", "epochs_run",
+                      "best_epoch", "device", "threads", "torch", "git_sha", "start_time", "wall_s",
                       "command"]
 
 
@@ -87,8 +87,12 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_runs(results_dir: str | Path, preset: str | None = None) -> pd.DataFrame:
-    """One row per finished run in ``<results_dir>/runs/``: ``final.json`` + config, ``env.json``
-    and ``predictions.json`` summaries, the paper's ``model`` label and the ``command``.
+    """One row per run in ``<results_dir>/runs/``: config, ``final.json``, ``env.json`` and
+    ``predictions.json`` summaries, the paper's ``model`` label and the ``command``.
+
+    A run without ``final.json`` is still training (or was interrupted): its row has
+    ``status`` "in progress (epoch k of N)", the epochs completed so far and no final numbers;
+    a finished run has ``status`` "finished".
 
     Args:
         results_dir: results root holding ``runs/<run_id>/``.
@@ -100,8 +104,8 @@ def load_runs(results_dir: str | Path, preset: str | None = None) -> pd.DataFram
         ``wall_s`` seconds; ``preset`` is the run's suffix or ``"full"`` (schedule of T1).
 
     Raises:
-        FileNotFoundError: a run dir lacks ``config.json``/``env.json``/``final.json``/
-            ``predictions.json`` (an unfinished run: the message says how to finish it).
+        FileNotFoundError: a run dir lacks ``config.json``, or a finished one lacks
+            ``env.json``/``predictions.json`` (the message says how to re-measure it).
         ValueError: a corrupt or incomplete run file (names it), or, with ``preset``, a run
             dir whose ``config.json`` is not the preset's config.
     """
@@ -112,27 +116,45 @@ def load_runs(results_dir: str | Path, preset: str | None = None) -> pd.DataFram
     else:
         expected = {}
         dirs = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    rows = []
-    for run_dir in dirs:
-        config = Config.from_dict(_read_dict(run_dir / "config.json", (), "train the run"))
-        if preset and config != expected[run_dir.name]:
-            raise ValueError(f"{run_dir / 'config.json'} is not the {preset} preset's config; "
-                             f"retrain it (lmtie reproduce --preset {preset} --force) or move "
-                             "the run dir away")
-        command = train_command(config)
-        hint = (f"finish the run (`{command} --resume`) or re-measure it (`lmtie evaluate "
-                f"{run_dir}`), or move {run_dir} away")
-        final = _read_dict(run_dir / "final.json", _FINAL_KEYS, hint)
-        env = _read_dict(run_dir / "env.json", ("git_sha",), hint)
-        predictions = _read_dict(run_dir / "predictions.json", _PREDICTION_KEYS, hint)
-        rows.append({
-            **config.to_dict(), **{k: final[k] for k in _FINAL_KEYS},
-            "preset": config.preset or "full", "run_id": config.run_id, "model": config.label,
-            "git_sha": env["git_sha"], "threads": env.get("threads"), "torch": env.get("torch"),
-            "start_time": env.get("start_time"), "mean_p_unk": predictions["mean_p_unk"],
-            "mean_target_rank": predictions["mean_target_rank"],
-            "phrases": predictions["phrases"], "command": command, "run_dir": str(run_dir)})
+    rows = [_run_row(run_dir, expected.get(run_dir.name), preset) for run_dir in dirs]
     return _sorted(pd.DataFrame(rows, columns=RUN_COLUMNS))
+
+
+def _run_row(run_dir: Path, expected: Config | None, preset: str | None) -> dict[str, Any]:
+    """The :func:`load_runs` row of one run dir (finished or in progress)."""
+    config = Config.from_dict(_read_dict(run_dir / "config.json", (), "train the run"))
+    if expected is not None and config != expected:
+        raise ValueError(f"{run_dir / 'config.json'} is not the {preset} preset's config; "
+                         f"retrain it (lmtie reproduce --preset {preset} --force) or move "
+                         "the run dir away")
+    command = train_command(config)
+    row: dict[str, Any] = {**config.to_dict(), "preset": config.preset or "full",
+                           "run_id": config.run_id, "model": config.label,
+                           "command": command, "run_dir": str(run_dir)}
+    if not (run_dir / "final.json").is_file():
+        metrics = run_dir / "metrics.jsonl"
+        done = len(runs.read_jsonl(metrics)) if metrics.is_file() else 0  # 0: first epoch
+        env = runs.read_json(run_dir / "env.json") if (run_dir / "env.json").is_file() else {}
+        return {**row, "status": f"in progress (epoch {done} of {config.epochs})",
+                "epochs_run": done, "device": env.get("device"), "git_sha": env.get("git_sha"),
+                "threads": env.get("threads"), "torch": env.get("torch"),
+                "start_time": env.get("start_time"), "command": f"{command} --resume"}
+    hint = (f"re-measure the run (`lmtie evaluate {run_dir}`), finish it (`{command} "
+            f"--resume`), or move {run_dir} away")
+    final = _read_dict(run_dir / "final.json", _FINAL_KEYS, hint)
+    env = _read_dict(run_dir / "env.json", ("git_sha",), hint)
+    predictions = _read_dict(run_dir / "predictions.json", _PREDICTION_KEYS, hint)
+    return {**row, **{k: final[k] for k in _FINAL_KEYS}, "status": "finished",
+            "git_sha": env["git_sha"], "threads": env.get("threads"),
+            "torch": env.get("torch"), "start_time": env.get("start_time"),
+            "mean_p_unk": predictions["mean_p_unk"],
+            "mean_target_rank": predictions["mean_target_rank"],
+            "phrases": predictions["phrases"]}
+
+
+def finished(runs_frame: pd.DataFrame) -> pd.DataFrame:
+    """The finished runs (with ``final.json``) of a :func:`load_runs` frame. Raises: nothing."""
+    return runs_frame[runs_frame["status"] == "finished"].reset_index(drop=True)
 
 
 def read_metrics(run_dir: str | Path) -> pd.DataFrame:
@@ -158,15 +180,18 @@ def read_metrics(run_dir: str | Path) -> pd.DataFrame:
 
 
 def load_metrics(runs_frame: pd.DataFrame) -> pd.DataFrame:
-    """Every epoch of the runs of :func:`load_runs`, long format, with the run's ``run_id``,
-    ``corpus``, ``size``, ``variant``, ``model`` and ``seed``.
+    """Every completed epoch of the runs of :func:`load_runs` (in-progress runs too), long
+    format, with the run's ``run_id``, ``corpus``, ``size``, ``variant``, ``model``, ``seed``
+    and ``status``; empty when no run has completed an epoch.
 
     Raises:
-        FileNotFoundError, ValueError: as :func:`read_metrics`.
+        FileNotFoundError, ValueError: as :func:`read_metrics` (a finished run without
+            ``metrics.jsonl``, a corrupt one).
     """
-    keys = ["run_id", "corpus", "size", "variant", "model", "seed"]
+    keys = ["run_id", "corpus", "size", "variant", "model", "seed", "status"]
     frames = [read_metrics(run["run_dir"]).assign(**{k: run[k] for k in keys})
-              for _, run in runs_frame.iterrows()]
+              for _, run in runs_frame.iterrows()
+              if run["status"] == "finished" or run["epochs_run"]]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=keys)
 
 
@@ -190,7 +215,8 @@ def table1(runs_frame: pd.DataFrame) -> pd.DataFrame:
                           & (runs_frame["size"] == config.size)
                           & (runs_frame["variant"] == config.variant)]
         if ours.empty:
-            rows.append({**base, "seed": config.seed, "command": train_command(config)})
+            rows.append({**base, "seed": config.seed, "status": "not run",
+                         "command": train_command(config)})
         for _, run in ours.iterrows():
             rows.append({**{c: run[c] for c in TABLE1_COLUMNS if c in run.index}, **base,
                          "n_params_m": run["n_params"] / 1e6})
@@ -203,15 +229,14 @@ def table1(runs_frame: pd.DataFrame) -> pd.DataFrame:
 def subspace_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Subspace distance between Lᵀ and W per epoch of the untied runs (VD-LSTM, +AL).
 
-    Raises:
-        ValueError: no epoch of any run has a ``subspace_distance`` (no untied runs).
+    Empty when no untied run has completed an epoch. Raises: nothing.
 
     Paper: Sec. 6.2 (distance of the Table-1 models over training); Decision S1.
     """
+    columns = ["run_id", "corpus", "size", "model", "seed", "epoch", "subspace_distance"]
+    if metrics.empty:
+        return pd.DataFrame(columns=columns)
     table = metrics.dropna(subset=["subspace_distance"])
-    if table.empty:
-        raise ValueError("no untied runs (VD-LSTM or +AL) with a subspace distance; train "
-                         "one, e.g. lmtie train --variant vd")
     return table[["run_id", "corpus", "size", "model", "seed", "epoch", "subspace_distance"]]
 
 
@@ -224,16 +249,14 @@ def qualitative(runs_frame: pd.DataFrame, size: str | None = None) -> pd.DataFra
     Args:
         size: PTB size of our runs; None = the largest with runs (the paper shows large).
 
-    Raises:
-        ValueError: no finished PTB run (of ``size``).
+    Only finished runs count; with none, only the paper's lists. Raises: nothing.
 
     Paper: Sec. 6.4, v1 Table 3 (only the first words of each list are printed there).
     """
-    ptb = runs_frame[runs_frame["corpus"] == "ptb"]
+    ptb = finished(runs_frame)
+    ptb = ptb[ptb["corpus"] == "ptb"]
     size = size or next((s for s in reversed(SIZES) if (ptb["size"] == s).any()), None)
     ours = ptb[ptb["size"] == size].drop_duplicates("variant")
-    if ours.empty:
-        raise ValueError(f"no finished PTB {size or ''} run for the qualitative table")
     rows = []
     for number, phrase in enumerate(reference.PHRASES, 1):
         head = {"phrase": number, "context": phrase["context"], "target": phrase["target"]}
@@ -268,9 +291,9 @@ def unk_rank(runs_frame: pd.DataFrame) -> pd.DataFrame:
 
     Raises: nothing.
     """
-    return runs_frame[["corpus", "size", "model", "seed", "test_ppl", "mean_p_unk",
-                       "mean_target_rank", "preset", "epochs_run", "device", "git_sha",
-                       "run_id"]].reset_index(drop=True)
+    return finished(runs_frame)[["corpus", "size", "model", "seed", "test_ppl", "mean_p_unk",
+                                 "mean_target_rank", "preset", "epochs_run", "device",
+                                 "git_sha", "run_id"]]
 
 
 def save_table(table: pd.DataFrame, path: str | Path) -> pd.DataFrame:
