@@ -18,6 +18,9 @@ from typing import Any
 import torch
 
 DEFAULT_CHECKPOINT_ROOT = Path("~/.cache/lmtie/checkpoints")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK  # what open() would give a new file
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -30,6 +33,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; results are ordinary files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

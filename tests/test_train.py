@@ -171,3 +171,11 @@ def test_bad_inputs(tmp_path, tiny_ptb):
     with pytest.raises(ValueError, match=r"bad\.json"):
         runs.read_json(tmp_path / "bad.json")
     json.dumps(tiny_config().to_dict())  # config.json is plain JSON
+
+
+def test_atomic_writes_leave_ordinary_permissions(tmp_path):
+    path = tmp_path / "a.json"
+    runs.write_json(path, {"x": 1})
+    (tmp_path / "plain.txt").write_text("x")
+    assert path.stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777
+    assert runs.read_json(path) == {"x": 1} and not list(tmp_path.glob(".*.tmp"))

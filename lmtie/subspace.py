@@ -1,0 +1,373 @@
+"""Sec. 6.2 / Figure 1: the subspace distance between Lᵀ and W as the augmented loss takes over.
+
+A 2-layer LSTM, untied W, trained on a random contiguous 20,000-token slice of PTB train with no
+dropout or weight decay, every word vector (row of Lᵀ) renormalised to unit norm after each
+update, on eq. 6.1 per token: ``β · τ²|V| · J^aug + (1 − β) · J`` (J^aug = ``augmented_kl``,
+J = CE); distance(span Lᵀ, span W) (Decision S1) after every epoch. Figure 1a sweeps β at
+τ = 10, 1b τ at β = 1; one CSV row per run, rewritten atomically, so a sweep resumes.
+
+Choices where the paper is silent (for the README's "Deviations and choices"):
+- Adam, lr 1e-3, no weight decay, clip 5 (global norm, per-token loss); batch 5 (114 updates per
+  epoch), bptt 35, state carried, init ±0.1 (T1). τ²|V|·J^aug ≈ ½‖Wh − Lᵀu‖² (eq. 4.3) has unit
+  curvature on all |V| logits, CE does not: Adam's per-parameter step serves every β, τ. Plain
+  SGD (per-token lr 1, or 35 = T2's lr 1) shrank h rather than W's off-span part: distance
+  0.985 → 0.983 in 6 epochs, vs 0.962 (Adam, batch 20) and 0.931 (Adam, batch 5) (β = 1,
+  τ = 10, seed 1). On a shared CPU export OPENBLAS_NUM_THREADS=1: scipy's distance took 37 s
+  instead of 0.6 s with a second BLAS thread spinning against another process.
+- Stopping (``should_stop``): < 1 % improvement of the epoch-mean training J^tot over 3 epochs,
+  not before epoch 10, at most 15 (CPU budget). Vocabulary: all of PTB (|V| = 10,000).
+- J^aug in float64: τ²|V| (10⁴-1.6·10⁷) amplifies float32 cancellation in the KL (1-20 % error
+  in the loss value at τ ≥ 10 once it is small).
+- The seed picks slice and initialisation: seed s starts from the same slice and weights at
+  every β and τ (a paired comparison).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lmtie import reference, runs
+from lmtie.analysis import subspace_distance
+from lmtie.config import make_config
+from lmtie.data import Corpus, batchify, bptt_batches
+from lmtie.loss import augmented_kl
+from lmtie.model import RNNLM
+
+BETAS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)  # Figure 1a, at tau = 10
+TAUS = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0)  # Figure 1b, at beta = 1
+SWEEPS = {"a": [(b, 10.0) for b in BETAS], "b": [(1.0, t) for t in TAUS]}
+COLUMNS = ("beta", "tau", "seed", "slice_start", "epochs", "stopped", "final_loss", "final_ce",
+           "final_aug_kl", "initial_distance", "final_distance", "wall_s", "distance_per_epoch",
+           "loss_per_epoch", "setup")
+SMOKE = {"slice_tokens": 2_000, "hidden_size": 16, "min_epochs": 1, "max_epochs": 2}
+_TEXT_COLUMNS = ("stopped", "distance_per_epoch", "loss_per_epoch", "setup")
+_INT_COLUMNS = ("seed", "slice_start", "epochs")
+
+
+@dataclass(frozen=True)
+class SubspaceSetup:
+    """Everything of a Sec. 6.2 run except (β, τ, seed). Units: tokens, epochs; ``lr`` per step
+    of the per-token mean loss; ``clip_norm`` the global L2 norm of that loss's gradient;
+    ``min_improvement`` relative (0.01 = 1 %). Stopping rule: see ``should_stop``.
+
+    Raises:
+        ValueError: unknown optimiser, or sizes/epochs/lr that are not positive.
+    """
+
+    slice_tokens: int = 20_000
+    hidden_size: int = 300
+    num_layers: int = 2
+    batch_size: int = 5
+    bptt: int = 35
+    init_range: float = 0.1
+    optimizer: str = "adam"  # adam | sgd
+    lr: float = 1e-3
+    clip_norm: float = 5.0
+    min_epochs: int = 10
+    max_epochs: int = 15
+    patience: int = 3
+    min_improvement: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
+        sizes = ("slice_tokens", "hidden_size", "num_layers", "batch_size", "bptt",
+                 "min_epochs", "max_epochs", "patience")
+        bad = [n for n in sizes if getattr(self, n) <= 0]
+        if bad or min(self.lr, self.clip_norm, self.init_range) <= 0:
+            raise ValueError(f"{bad or 'lr, clip_norm, init_range'} must be positive")
+
+    def to_json(self) -> str:
+        """Compact JSON of every field (the CSV's ``setup`` column; resume compares it)."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+
+def random_slice(ids: Tensor, n_tokens: int, seed: int) -> tuple[Tensor, int]:
+    """A contiguous ``(n_tokens,)`` slice of ``ids`` ``(N,)`` at a start drawn from ``seed``.
+
+    Returns the slice and its start index. Raises: ValueError if ``n_tokens > N``.
+    Paper: Sec. 6.2 ("a random contiguous 20,000-word slice of the PTB train set").
+    """
+    if not 0 < n_tokens <= ids.numel():
+        raise ValueError(f"slice of {n_tokens} tokens from a stream of {ids.numel()}; "
+                         "choose 0 < slice_tokens <= the training-set size")
+    generator = torch.Generator().manual_seed(seed)
+    start = int(torch.randint(0, ids.numel() - n_tokens + 1, (1,), generator=generator))
+    return ids[start:start + n_tokens], start
+
+
+def should_stop(losses: list[float], setup: SubspaceSetup) -> bool:
+    """Stop after epoch ``e = len(losses)`` (epoch-mean training losses, per token) when
+    ``e >= max_epochs``, or ``e >= min_epochs`` and ``losses[-1] > (1 − min_improvement) ·
+    losses[-1 − patience]`` (< 1 % better than 3 epochs ago). Raises: nothing.
+
+    Deviation: ``min_epochs``. With β > 0 the loss rises after 1-2 epochs while the distance
+    keeps falling: ỹ (a stop-gradient target, Decision A2) drifts as L learns through the
+    inputs, its spread ½‖Lᵀu − mean‖² growing (17.2 → 19.5 nats in 5 epochs).
+    """
+    e = len(losses)
+    if e >= setup.max_epochs:
+        return True
+    if e < max(setup.min_epochs, setup.patience + 1):
+        return False
+    return losses[-1] > (1.0 - setup.min_improvement) * losses[-1 - setup.patience]
+
+
+def _normalise_rows_(weight: Tensor) -> None:
+    """Unit-norm every word vector (row of Lᵀ), in place. Paper: Sec. 6.2."""
+    with torch.no_grad():
+        weight.div_(weight.norm(dim=1, keepdim=True).clamp_min(1e-12))
+
+
+def train_point(ids: Tensor, vocab_size: int, beta: float, tau: float, seed: int,
+                setup: SubspaceSetup = SubspaceSetup(), device: str | torch.device = "cpu"
+                ) -> dict:
+    """Train one Sec. 6.2 model on a random slice of ``ids`` and return its CSV row.
+
+    Args:
+        ids: ``(N,)`` int64 training stream (PTB train); a slice of ``setup.slice_tokens``.
+        vocab_size: V (the model's vocabulary; every id < V).
+        beta: weight in [0, 1] of the augmented term (eq. 6.1). tau: temperature > 0.
+        seed: slice start and initialisation (there is no dropout).
+
+    Returns:
+        The ``COLUMNS`` dict: ``epochs``, ``stopped`` ("converged" | "max_epochs"),
+        ``final_loss`` (last epoch-mean J^tot per token), ``final_ce``/``final_aug_kl`` (nats
+        per token; J^aug unscaled, NaN at β = 0), distances in [0, 1] (``initial_distance``
+        before training), ``wall_s`` (s), per-epoch distances/losses (JSON), ``setup`` (JSON).
+
+    Raises:
+        ValueError: β outside [0, 1], τ ≤ 0, or a slice longer than ``ids``.
+        FloatingPointError: the training loss became NaN/inf.
+
+    Paper: Sec. 6.2, eq. 6.1, Figure 1.
+    """
+    if not 0.0 <= beta <= 1.0 or tau <= 0:
+        raise ValueError(f"need 0 <= beta <= 1 and tau > 0, got beta={beta}, tau={tau}")
+    start_time = time.perf_counter()
+    dev = torch.device(device)
+    tokens, slice_start = random_slice(ids, setup.slice_tokens, seed)
+    data = batchify(tokens, setup.batch_size).to(dev)
+    torch.manual_seed(seed)
+    config = make_config("ptb", "small", "vd", embedding_dim=setup.hidden_size,
+                         hidden_size=setup.hidden_size, num_layers=setup.num_layers,
+                         dropout=0.0, init_range=setup.init_range, seed=seed)
+    model = RNNLM(vocab_size, config).to(dev)
+    lt, w = model.embedding.weight, model.projection.weight  # Lᵀ (V, D), W (V, H): untied
+    _normalise_rows_(lt)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = (torch.optim.Adam(params, lr=setup.lr, weight_decay=0.0)
+                 if setup.optimizer == "adam" else torch.optim.SGD(params, lr=setup.lr))
+    scale = beta * tau**2 * vocab_size  # eq. 6.1: β · τ²|V|
+    initial = subspace_distance(lt, w)
+    distances: list[float] = []
+    losses: list[float] = []
+    while not should_stop(losses, setup):
+        sums = torch.zeros(3, dtype=torch.float64, device=dev)  # J^tot, J, J^aug token sums
+        n_tokens = 0
+        state = model.init_state(setup.batch_size)
+        for inputs, targets in bptt_batches(data, setup.bptt):
+            state = tuple(s.detach() for s in state)  # truncated BPTT, state carried
+            wh, state = model(inputs, state)  # masks=None: no dropout, fused LSTM
+            wh, targets = wh.reshape(-1, vocab_size), targets.reshape(-1)
+            with torch.set_grad_enabled(beta < 1):  # at β = 1, J is only logged
+                ce = F.cross_entropy(wh + model.bias, targets).double()
+            objective = (1.0 - beta) * ce if beta < 1 else torch.zeros_like(ce)
+            aug = torch.full_like(ce, math.nan)
+            if beta > 0:  # float64: τ²|V| would amplify float32 cancellation in the KL
+                aug = augmented_kl(wh.double(), targets, lt.double(), tau)
+                objective = objective + scale * aug
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            torch.nn.utils.clip_grad_norm_(params, setup.clip_norm)
+            optimizer.step()
+            _normalise_rows_(lt)
+            sums += torch.stack([objective, ce, aug]).detach() * targets.numel()
+            n_tokens += targets.numel()
+        loss, ce_mean, aug_mean = (sums / n_tokens).tolist()
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"training loss {loss} at epoch {len(losses) + 1} "
+                                     f"(beta={beta}, tau={tau}, seed={seed}); lower the lr")
+        losses.append(loss)
+        distances.append(subspace_distance(lt, w))
+    return {"beta": beta, "tau": tau, "seed": seed, "slice_start": slice_start,
+            "epochs": len(losses),
+            "stopped": "max_epochs" if len(losses) >= setup.max_epochs else "converged",
+            "final_loss": loss, "final_ce": ce_mean, "final_aug_kl": aug_mean,
+            "initial_distance": initial, "final_distance": distances[-1],
+            "wall_s": time.perf_counter() - start_time,
+            "distance_per_epoch": json.dumps(distances), "loss_per_epoch": json.dumps(losses),
+            "setup": setup.to_json()}
+
+
+def sweep_points(sweep: str = "both", seeds: int = 3) -> list[tuple[float, float, int]]:
+    """(β, τ, seed) of Figure 1a (``"a"``), 1b (``"b"``) or both (the shared point β = 1,
+    τ = 10 once), seeds 1..``seeds``, seed-major (a cut-short sweep has whole curves).
+
+    Raises: ValueError for an unknown sweep or ``seeds < 1``. Paper: Sec. 6.2, Figure 1a/b.
+    """
+    if sweep not in ("a", "b", "both") or seeds < 1:
+        raise ValueError(f"sweep must be a, b or both and seeds >= 1, got {sweep!r}, {seeds}")
+    pairs = list(dict.fromkeys(SWEEPS["a"] + SWEEPS["b"] if sweep == "both" else SWEEPS[sweep]))
+    return [(beta, tau, seed) for seed in range(1, seeds + 1) for beta, tau in pairs]
+
+
+def _point(row: dict) -> tuple[float, float]:
+    return round(float(row["beta"]), 6), round(float(row["tau"]), 6)
+
+
+def read_rows(csv_path: str | Path) -> list[dict]:
+    """Rows of the results CSV, numbers parsed (JSON columns stay strings); [] if absent.
+
+    Raises: ValueError on a malformed number. Paper: none (bookkeeping)."""
+    path = Path(csv_path)
+    if not path.is_file():
+        return []
+    rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+    for row in rows:
+        for name in set(COLUMNS) - set(_TEXT_COLUMNS):
+            row[name] = int(row[name]) if name in _INT_COLUMNS else float(row[name])
+    return rows
+
+
+def write_rows(csv_path: str | Path, rows: list[dict]) -> None:
+    """Rewrite the whole CSV atomically (temp file + ``os.replace``), one row per run.
+
+    Raises: KeyError if a row lacks a ``COLUMNS`` key. Paper: none (bookkeeping)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: row[k] for k in COLUMNS} for row in rows)
+    runs.atomic_write_text(Path(csv_path), out.getvalue())
+
+
+def run_sweep(ids: Tensor, vocab_size: int, points: list[tuple[float, float, int]],
+              csv_path: str | Path, setup: SubspaceSetup = SubspaceSetup(),
+              device: str | torch.device = "cpu", progress: bool = False) -> list[dict]:
+    """Train every (β, τ, seed) of ``points`` not yet in ``csv_path``; append each row as it
+    finishes (atomic rewrite, so an interrupted sweep resumes). Returns all rows of the CSV.
+
+    Raises:
+        ValueError: the CSV holds runs of another ``setup`` (use another results dir), or as
+            ``train_point``.
+
+    Paper: Sec. 6.2 ("each point averaged over 10 runs"; we use fewer, see the CLI).
+    """
+    rows = read_rows(csv_path)
+    other = {r["setup"] for r in rows} - {setup.to_json()}
+    if other:
+        raise ValueError(f"{csv_path} holds runs of another setup ({other.pop()}); pass "
+                         "another --results-dir, or delete the CSV to start again")
+    done = {(*_point(r), r["seed"]) for r in rows}
+    todo = [p for p in points if (round(p[0], 6), round(p[1], 6), p[2]) not in done]
+    for i, (beta, tau, seed) in enumerate(todo, 1):
+        row = train_point(ids, vocab_size, beta, tau, seed, setup, device)
+        rows.append(row)
+        write_rows(csv_path, rows)
+        if progress:
+            print(f"[{i}/{len(todo)}] beta={beta:g} tau={tau:g} seed={seed}: distance "
+                  f"{row['initial_distance']:.3f} -> {row['final_distance']:.3f} in "
+                  f"{row['epochs']} epochs ({row['stopped']}), {row['wall_s']:.0f} s", flush=True)
+    return rows
+
+
+def summarise(rows: list[dict], sweep: str) -> list[dict]:
+    """Per point of Figure 1``sweep`` (``"a"`` | ``"b"``) that has runs: ``x`` (β or τ),
+    ``beta``, ``tau``, ``n`` seeds, ``mean`` and ``std`` (ddof 1; 0 for one run) of the final
+    distance, ``mean_epochs``. Raises: KeyError for an unknown sweep. Paper: Figure 1."""
+    out = []
+    for beta, tau in SWEEPS[sweep]:
+        mine = [r for r in rows if _point(r) == (beta, tau)]
+        if not mine:
+            continue
+        values = [r["final_distance"] for r in mine]
+        mean = sum(values) / len(values)
+        var = sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)
+        out.append({"x": beta if sweep == "a" else tau, "beta": beta, "tau": tau,
+                    "n": len(values), "mean": mean, "std": math.sqrt(var),
+                    "mean_epochs": sum(r["epochs"] for r in mine) / len(mine)})
+    return out
+
+
+def plot_figure1(rows: list[dict], sweep: str, path: str | Path) -> Path:
+    """Draw Figure 1a (distance vs β, τ = 10) or 1b (vs τ, β = 1): mean ± std over seeds,
+    each run as a grey dot, the paper's values (``reference.FIGURE1``) as red crosses.
+
+    Returns ``path`` (PNG, 120 dpi). Raises: ValueError when no row belongs to the sweep.
+    Paper: Figure 1 (reference values read off the figure).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stats = summarise(rows, sweep)
+    if not stats:
+        raise ValueError(f"no finished runs of sweep {sweep!r}; run `lmtie subspace` first")
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for s in stats:
+        mine = [r["final_distance"] for r in rows if _point(r) == (s["beta"], s["tau"])]
+        ax.plot([s["x"]] * len(mine), mine, ".", color="grey", alpha=0.6)
+    ns = sorted({s["n"] for s in stats})
+    seeds = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
+    ax.errorbar([s["x"] for s in stats], [s["mean"] for s in stats],
+                yerr=[s["std"] for s in stats], fmt="o-", capsize=4,
+                label=f"ours: mean ± std, n = {seeds} per point")
+    ref = reference.FIGURE1
+    if sweep == "a":
+        ref_x, ref_y = [0.0, 1.0], [ref["beta0_tau10"], ref["beta1_tau10"]]
+        ax.set_xlabel("β (weight of τ²|V|·J^aug in eq. 6.1), τ = 10")
+    else:
+        ref_x, ref_y = [10.0], [ref["beta1_tau10"]]
+        ax.set_xscale("log")
+        ax.set_xticks(list(TAUS), [f"{t:g}" for t in TAUS])
+        ax.set_xlabel("τ (β = 1)")
+    ax.plot(ref_x, ref_y, "x", color="red", markersize=10, mew=2, label="paper (read off Fig. 1)")
+    ax.set_ylabel("subspace distance (Lᵀ, W)")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"Figure 1{sweep}: span(W) vs span(Lᵀ), PTB 20k-token slice")
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def run_experiment(sweep: str = "both", seeds: int = 3, results_dir: str | Path = "results",
+                   setup: SubspaceSetup = SubspaceSetup(), device: str = "auto",
+                   data_dir: str | Path | None = None, progress: bool = True) -> list[dict]:
+    """Run (resuming) the Figure 1 sweep on PTB train and draw its figures.
+
+    Writes ``results_dir/subspace/runs.csv`` and, for each sweep with finished runs,
+    ``results_dir/figures/figure1{a,b}.png``. Returns all CSV rows.
+
+    Raises:
+        ValueError: bad sweep/seeds/device/setup; FileNotFoundError: PTB is missing (the
+            message says how to get it).
+
+    Paper: Sec. 6.2, Figure 1. Time: (number of points × seeds) × the time of one run.
+    """
+    from lmtie.train import resolve_device
+
+    points = sweep_points(sweep, seeds)
+    dev = resolve_device(device)
+    corpus = Corpus("ptb", data_dir)
+    results = Path(results_dir)
+    rows = run_sweep(corpus.train, len(corpus.vocab), points, results / "subspace" / "runs.csv",
+                     setup, dev, progress)
+    for name in ("a", "b") if sweep == "both" else (sweep,):
+        if summarise(rows, name):
+            plot_figure1(rows, name, results / "figures" / f"figure1{name}.png")
+    return rows
