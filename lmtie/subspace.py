@@ -12,8 +12,7 @@ Choices where the paper is silent (for the README's "Deviations and choices"):
   curvature on all |V| logits, CE does not: Adam's per-parameter step serves every β, τ. Plain
   SGD (per-token lr 1, or 35 = T2's lr 1) shrank h rather than W's off-span part: distance
   0.985 → 0.983 in 6 epochs, vs 0.962 (Adam, batch 20) and 0.931 (Adam, batch 5) (β = 1,
-  τ = 10, seed 1). On a shared CPU export OPENBLAS_NUM_THREADS=1: scipy's distance took 37 s
-  instead of 0.6 s with a second BLAS thread spinning against another process.
+  τ = 10, seed 1).
 - Stopping (``should_stop``): < 1 % improvement of the epoch-mean training J^tot over 3 epochs,
   not before epoch 10, at most 15 (CPU budget). Vocabulary: all of PTB (|V| = 10,000).
 - J^aug in float64: τ²|V| (10⁴-1.6·10⁷) amplifies float32 cancellation in the KL (1-20 % error
