@@ -162,4 +162,5 @@ class _FusedLoss(torch.autograd.Function):
         grad, grad_bias = ctx.saved_tensors
         if grad_bias is not None:
             grad_bias = grad_bias * grad_output
-        return grad * grad_output, grad_bias, None, None, None, None, None, None
+        # in place: the saved (N, V) buffer is used once (no double backward through a loss)
+        return grad.mul_(grad_output), grad_bias, None, None, None, None, None, None

@@ -55,21 +55,26 @@ def test_masks_are_per_sequence_and_inverted_dropout():
 
 
 def reference_lstm(model, x, state, masks):
-    """nn.LSTMCell-style loop written independently: m_l on h for recurrence and output."""
+    """PyTorch's LSTMCell on the model's own tensors (so autograd reaches them), written
+    independently of lmtie: m_l on h for the recurrence and on the output, at every step."""
     h0, c0 = state
+    cell = torch.nn.LSTMCell(x.shape[-1], model.hidden_size, dtype=x.dtype)
+    new_h, new_c = [], []
     for layer in range(model.num_layers):
-        cell = torch.nn.LSTMCell(x.shape[-1], model.hidden_size)
-        with torch.no_grad():
-            cell.weight_ih.copy_(getattr(model.lstm, f"weight_ih_l{layer}"))
-            cell.weight_hh.copy_(getattr(model.lstm, f"weight_hh_l{layer}"))
-            cell.bias_ih.copy_(getattr(model.lstm, f"bias_ih_l{layer}"))
-            cell.bias_hh.zero_()
+        weights = {"weight_ih": getattr(model.lstm, f"weight_ih_l{layer}"),
+                   "weight_hh": getattr(model.lstm, f"weight_hh_l{layer}"),
+                   "bias_ih": getattr(model.lstm, f"bias_ih_l{layer}"),
+                   "bias_hh": getattr(model.lstm, f"bias_hh_l{layer}")}
+        if layer:  # the next layer's input size is H
+            cell = torch.nn.LSTMCell(model.hidden_size, model.hidden_size, dtype=x.dtype)
         h, c, m, out = h0[layer], c0[layer], masks[layer], []
         for t in range(x.shape[0]):
-            h, c = cell(x[t], (m * h, c))  # the same m at every step ...
+            h, c = torch.func.functional_call(cell, weights, (x[t], (m * h, c)))  # same m ...
             out.append(m * h)  # ... and on the output to the next layer / softmax
         x = torch.stack(out)
-    return x
+        new_h.append(h)
+        new_c.append(c)
+    return x, (torch.stack(new_h), torch.stack(new_c))
 
 
 def test_masked_forward_matches_reference_semantics():
@@ -78,7 +83,7 @@ def test_masked_forward_matches_reference_semantics():
     state = tuple(torch.randn(2, 3, 16) for _ in range(2))
     masks = model.sample_masks(3, torch.Generator().manual_seed(2))
     wh, _ = model(inputs, state, masks)
-    hidden = reference_lstm(model, model.embedding(inputs), state, masks)
+    hidden, _ = reference_lstm(model, model.embedding(inputs), state, masks)
     expected = hidden @ model.projection.weight.t()
     torch.testing.assert_close(wh, expected, rtol=1e-5, atol=1e-5)
 
@@ -92,3 +97,27 @@ def test_fused_and_masked_paths_agree_without_dropout():
     torch.testing.assert_close(fused, looped, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(h1, h2, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(c1, c2, rtol=1e-5, atol=1e-5)
+
+
+def test_model_gradients_match_autograd_reference():
+    """Every parameter's and the state's gradient through the masked LSTM equals autograd's
+    through PyTorch's nn.LSTMCell (float64), outputs and carried state included."""
+    model, _ = small_model(dropout=0.4)
+    model.double()
+    inputs = torch.randint(0, 50, (6, 3))
+    state = tuple(torch.randn(2, 3, 16, dtype=torch.float64, requires_grad=True)
+                  for _ in range(2))
+    masks = model.sample_masks(3, torch.Generator().manual_seed(5)).double()
+    weights = [torch.randn(s, dtype=torch.float64) for s in ((6, 3, 50), (2, 3, 16), (2, 3, 16))]
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def gradients(outputs):
+        (wh, (h, c)) = outputs
+        loss = sum((w * o).sum() for w, o in zip(weights, (wh, h, c), strict=True))
+        return torch.autograd.grad(loss, [*params, *state], materialize_grads=True)
+
+    ours = gradients(model(inputs, state, masks))
+    hidden, new_state = reference_lstm(model, model.embedding(inputs), state, masks)
+    expected = gradients((hidden @ model.projection.weight.t(), new_state))
+    for a, b in zip(ours, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
