@@ -138,6 +138,24 @@ def memory_probe(argv: list[str]) -> None:
     print(int(next(line for line in status if line.startswith("VmHWM")).split()[1]) / 1024)
 
 
+def write_profile(batches, vocab_size, args, device, path: Path) -> None:
+    """torch.profiler tables (self CPU time per op) of 3 training steps of the plain reference
+    and of the VD-LSTM, after 2 warm-up steps: where the difference between them goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    tables = []
+    for name in ("plain", "vd"):
+        runner = Runner(name, vocab_size, args.corpus, args.size, device)
+        for inputs, targets in batches[:2]:
+            runner.step(inputs, targets)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for inputs, targets in batches[2:5]:
+                runner.step(inputs, targets)
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
+        tables.append(f"## {name}: 3 training steps, {args.threads} thread(s)\n{table}")
+    runs.atomic_write_text(path, "\n\n".join(tables) + "\n")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--corpus", default="ptb")
@@ -150,6 +168,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--machine", default=None, help="label in the output file name")
     p.add_argument("--out", default="results/benchmarks")
+    p.add_argument("--profile", action="store_true",
+                   help="also write <out>/<machine>-<corpus>-<size>-profile.txt")
     return p.parse_args(argv)
 
 
@@ -197,6 +217,9 @@ def main() -> None:
     }
     out = Path(args.out) / f"{result['machine']}-{args.corpus}-{args.size}.json"
     runs.write_json(out, result)
+    if args.profile:
+        write_profile(batches, len(corpus.vocab), args, device, out.with_name(
+            out.stem + "-profile.txt"))
     print("| model | ms/step (median, min–max) | train tok/s | × plain | × VD-LSTM | peak MiB |")
     print("|---|---|---|---|---|---|")
     for m in models.values():

@@ -51,6 +51,8 @@ def test_masks_are_per_sequence_and_inverted_dropout():
     assert masks.shape == (2, 400, 16)  # one mask per layer and sequence, none per time step
     keep = 1 - config.dropout
     torch.testing.assert_close(masks.unique(), torch.tensor([0.0, 1 / keep]))
+    again = model.sample_masks(400, torch.Generator().manual_seed(1))
+    assert torch.equal(masks, again)  # a seed gives the same masks (CPU generator, any device)
     assert (masks > 0).float().mean().item() == pytest.approx(keep, abs=0.02)
 
 
