@@ -18,7 +18,7 @@ test: setup  ## all tests, including the smoke pipeline on real PTB (slow marker
 	$(BIN)/pytest
 
 smoke: setup  ## the main job: smoke preset of `lmtie reproduce` -> results/smoke/report.html
-	$(BIN)/lmtie reproduce --preset smoke
+	$(BIN)/lmtie reproduce --preset smoke --jobs 2
 
 reproduce: setup  ## PTB small, four variants, full schedule (hours on a CPU; resumable)
 	$(BIN)/lmtie reproduce --preset cpu --jobs 2
