@@ -84,7 +84,10 @@ class RNNLM(nn.Module):
         keep = 1.0 - self.dropout
         shape = (self.num_layers, batch_size, self.hidden_size)
         masks = torch.empty(shape).bernoulli_(keep, generator=generator).div_(keep)
-        return masks.to(self.embedding.weight.device)
+        device = self.embedding.weight.device
+        if device.type == "cuda":  # pinned + non_blocking: the copy does not stop the host
+            return masks.pin_memory().to(device, non_blocking=True)
+        return masks
 
     def forward(self, inputs: Tensor, state: State, masks: Tensor | None = None
                 ) -> tuple[Tensor, State]:

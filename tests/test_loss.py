@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lmtie import loss
 from lmtie.loss import augmented_kl, lm_loss
 
 
@@ -144,3 +145,16 @@ def test_ablation_path_lets_gradient_reach_the_embedding(batch):
                     detach_target=False)
     parts.objective.backward()
     assert emb.grad.abs().sum() > 0
+
+
+def test_per_token_targets_give_the_same_kl(batch, monkeypatch):
+    """The CUDA path of distinct_targets (every target, no unique) computes the same loss."""
+    wh, targets, emb = batch
+    expected = augmented_kl(wh, targets, emb, 2.0).item()
+    words, index = loss.distinct_targets(targets)
+    assert len(words) < len(targets) and torch.equal(words[index], targets)
+    monkeypatch.setattr(loss, "distinct_targets",
+                        lambda t: (t, torch.arange(t.numel())))
+    assert augmented_kl(wh, targets, emb, 2.0).item() == pytest.approx(expected, rel=1e-6)
+    parts = lm_loss(wh.reshape(3, 4, -1), None, targets.reshape(3, 4), emb, alpha=1.0, tau=2.0)
+    assert parts.aug_kl.item() == pytest.approx(expected, rel=1e-6)
