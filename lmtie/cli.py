@@ -88,8 +88,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="cap of the stopping rule (default: SubspaceSetup's)")
     sp.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     sp.add_argument("--threads", type=int, default=1,
-                    help="torch threads (default 1; on a shared CPU also export "
-                         "OPENBLAS_NUM_THREADS=1 for scipy's distance)")
+                    help="torch threads, also used by scipy's distance (default 1)")
     sp.add_argument("--data-dir", default=None,
                     help="corpora folder (default: $LMTIE_DATA_DIR, else ./data)")
     sp.add_argument("--quiet", action="store_true", help="no line per finished run")
