@@ -104,8 +104,9 @@ def load_runs(results_dir: str | Path, preset: str | None = None) -> pd.DataFram
         ``wall_s`` seconds; ``preset`` is the run's suffix or ``"full"`` (schedule of T1).
 
     Raises:
-        FileNotFoundError: a run dir lacks ``config.json``, or a finished one lacks
-            ``env.json``/``predictions.json`` (the message says how to re-measure it).
+        FileNotFoundError: a run dir lacks ``config.json``; a run that completed all its
+            epochs lacks ``final.json``; a finished one lacks ``env.json``/
+            ``predictions.json`` (the message names the file and how to re-measure the run).
         ValueError: a corrupt or incomplete run file (names it), or, with ``preset``, a run
             dir whose ``config.json`` is not the preset's config.
     """
@@ -131,16 +132,19 @@ def _run_row(run_dir: Path, expected: Config | None, preset: str | None) -> dict
     row: dict[str, Any] = {**config.to_dict(), "preset": config.preset or "full",
                            "run_id": config.run_id, "model": config.label,
                            "command": command, "run_dir": str(run_dir)}
+    hint = (f"re-measure the run (`lmtie evaluate {run_dir}`), finish it (`{command} "
+            f"--resume`), or move {run_dir} away")
     if not (run_dir / "final.json").is_file():
         metrics = run_dir / "metrics.jsonl"
         done = len(runs.read_jsonl(metrics)) if metrics.is_file() else 0  # 0: first epoch
+        if done >= config.epochs:  # trained to the end, but its final evaluation is missing
+            raise FileNotFoundError(f"{run_dir / 'final.json'}: not found although all "
+                                    f"{config.epochs} epochs ran; {hint}")
         env = runs.read_json(run_dir / "env.json") if (run_dir / "env.json").is_file() else {}
         return {**row, "status": f"in progress (epoch {done} of {config.epochs})",
                 "epochs_run": done, "device": env.get("device"), "git_sha": env.get("git_sha"),
                 "threads": env.get("threads"), "torch": env.get("torch"),
                 "start_time": env.get("start_time"), "command": f"{command} --resume"}
-    hint = (f"re-measure the run (`lmtie evaluate {run_dir}`), finish it (`{command} "
-            f"--resume`), or move {run_dir} away")
     final = _read_dict(run_dir / "final.json", _FINAL_KEYS, hint)
     env = _read_dict(run_dir / "env.json", ("git_sha",), hint)
     predictions = _read_dict(run_dir / "predictions.json", _PREDICTION_KEYS, hint)

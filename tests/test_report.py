@@ -117,22 +117,31 @@ def test_train_command_round_trips_through_the_cli_for_every_preset():
         report.train_command(make_config(bptt=20))
 
 
+def test_missing_final_json_after_the_last_epoch_names_the_file_and_the_fix(results):
+    path = results / "runs" / SMOKE["vd"].run_id / "final.json"
+    path.unlink()  # both epochs of the smoke config ran: the final evaluation is missing
+    message = _error(FileNotFoundError, report.load_runs, results, "smoke")
+    assert str(path) in message and "lmtie evaluate" in message and "--resume" in message
+
+
 def test_run_without_final_json_is_in_progress_and_claims_no_numbers(results):
     run_dir = results / "runs" / SMOKE["vd"].run_id
     (run_dir / "final.json").unlink()
+    rows = runs.read_jsonl(run_dir / "metrics.jsonl")
+    runs.write_jsonl(run_dir / "metrics.jsonl", rows[:1])  # killed during epoch 2
     frame = report.load_runs(results, "smoke")
     row = frame[frame["run_id"] == SMOKE["vd"].run_id].iloc[0]
-    assert row["status"] == "in progress (epoch 2 of 2)" and row["epochs_run"] == 2
+    assert row["status"] == "in progress (epoch 1 of 2)" and row["epochs_run"] == 1
     assert row["command"].endswith("--resume") and pd.isna(row["test_ppl"])
     table = report.table1(frame)
     shown = table[table["run_id"] == SMOKE["vd"].run_id].iloc[0]
     assert pd.isna(shown["valid_ppl"]) and pd.isna(shown["test_diff"])
     assert SMOKE["vd"].run_id not in set(report.unk_rank(frame)["run_id"])
-    assert len(report.load_metrics(frame)) == 4  # its curve is still shown
+    assert len(report.load_metrics(frame)) == 3  # its curve so far is still shown
     (run_dir / "metrics.jsonl").write_text("")  # in its first epoch
     frame = report.load_runs(results, "smoke")
     assert "in progress (epoch 0 of 2)" in set(frame["status"])
-    assert len(report.load_metrics(frame)) == 2
+    assert len(report.load_metrics(frame)) == 2  # the other runs' epochs only
 
 
 def test_corrupt_or_incomplete_final_json_names_the_file(results):
