@@ -1,0 +1,68 @@
+"""Config: the presets of PAPER.md §4 and the errors of impossible settings."""
+
+import pytest
+
+from lmtie.config import Config, make_config, preset_configs
+
+
+@pytest.mark.parametrize(("size", "units", "drop", "start", "decay", "clip", "epochs", "init"), [
+    ("small", 200, 0.3, 5, 0.9, 5.0, 40, 0.1),
+    ("medium", 650, 0.5, 10, 0.9, 5.0, 60, 0.05),
+    ("large", 1500, 0.65, 1, 0.97, 6.0, 100, 0.04),
+])
+def test_ptb_presets_are_the_papers(size, units, drop, start, decay, clip, epochs, init):
+    c = make_config("ptb", size, "vd")
+    assert (c.embedding_dim, c.hidden_size, c.num_layers) == (units, units, 2)
+    assert c.dropout == drop  # Decision D1: drop = 1 - TF keep probability
+    assert (c.lr, c.lr_decay_start, c.lr_decay, c.clip_norm) == (1.0, start, decay, clip)
+    assert (c.epochs, c.init_range, c.batch_size, c.bptt) == (epochs, init, 20, 35)
+
+
+def test_variants_switch_tying_and_alpha_independently():
+    flags = {v: (make_config("ptb", "small", v).tied, make_config("ptb", "small", v).alpha)
+             for v in ("vd", "al", "re", "real")}
+    assert flags == {"vd": (False, 0.0), "al": (False, pytest.approx(13.0)),
+                     "re": (True, 0.0), "real": (True, pytest.approx(13.0))}
+    assert make_config("wikitext-2", "medium", "real").alpha == pytest.approx(1.25 * 20)
+    assert make_config("wikitext-2", "small", "vd").dropout == 0.2
+    assert make_config("ptb", "small", "al", tau=10.0).alpha == pytest.approx(6.5)  # A1
+
+
+def test_learning_rate_schedule():
+    c = make_config("ptb", "small", "vd")
+    assert [c.lr_at(e) for e in (1, 5, 6, 7)] == pytest.approx([1.0, 1.0, 0.9, 0.81])
+    large = make_config("ptb", "large", "vd")
+    assert large.lr_at(1) == 1.0 and large.lr_at(3) == pytest.approx(0.97**2)
+
+
+def test_run_ids_and_presets():
+    assert make_config("ptb", "small", "real").run_id == "ptb-small-real-seed1"
+    smoke = preset_configs("smoke")
+    assert smoke[0].run_id == "ptb-small-vd-seed1-smoke"
+    assert all(c.max_batches == 100 and c.epochs == 2 for c in smoke)
+    assert len(preset_configs("paper")) == 20  # PTB 3 sizes + WikiText-2 2 sizes, x 4
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"tau": 0.0}, "tau must be > 0"),
+    ({"alpha": -1.0}, "alpha must be >= 0"),
+    ({"tied": True, "embedding_dim": 100}, "embedding_dim == hidden_size"),
+    ({"dropout": 1.0}, "drop rate"),
+    ({"bptt": 0}, "bptt must be positive"),
+    ({"corpus": "wiki"}, "choose one of ptb, wikitext-2"),
+    ({"size": "xl"}, "choose one of small, medium, large"),
+    ({"variant": "tied"}, "choose one of vd, al, re, real"),
+    ({"learning_rate": 1.0}, r"unknown config keys \['learning_rate'\]; valid keys"),
+])
+def test_impossible_settings_raise_naming_the_choices(changes, message):
+    with pytest.raises(ValueError, match=message):
+        Config().replace(**changes)
+
+
+def test_unknown_preset_and_undefined_cells():
+    with pytest.raises(ValueError, match="choose one of smoke, cpu, paper"):
+        preset_configs("fast")
+    with pytest.raises(ValueError, match="no large model for wikitext-2"):
+        make_config("wikitext-2", "large", "vd")
+    with pytest.raises(ValueError, match="choose one of vd, al, re, real"):
+        make_config("ptb", "small", "tied")
