@@ -246,12 +246,17 @@ def fit(config: Config, *, data_dir: str | Path | None = None,
             group["lr"] = lr
         desc = f"{config.run_id} epoch {epoch}/{config.epochs}"
         epoch_start = time.perf_counter()
-        row = {"epoch": epoch, "lr": lr,
-               **_train_epoch(model, optimizer, train, config, generator, desc, progress)}
+        keep = (f"the last good checkpoint is {last_path} (epoch {len(history)}); lower "
+                "lr or clip_norm, or change the seed, then --resume")
+        try:
+            row = {"epoch": epoch, "lr": lr,
+                   **_train_epoch(model, optimizer, train, config, generator, desc, progress)}
+        except FloatingPointError as err:
+            raise FloatingPointError(f"{config.run_id} epoch {epoch}: {err}; {keep}") from err
         row["valid_ppl"] = evaluate(model, valid, config.bptt).perplexity
         if not math.isfinite(row["valid_ppl"]):
-            raise FloatingPointError(f"validation perplexity is {row['valid_ppl']} at epoch "
-                                     f"{epoch}; the last good checkpoint is {last_path}")
+            raise FloatingPointError(f"{config.run_id} epoch {epoch}: validation perplexity "
+                                     f"is {row['valid_ppl']}; {keep}")
         row["subspace_distance"] = None if config.tied else subspace_distance(
             model.embedding.weight, model.projection.weight)
         wall += time.perf_counter() - epoch_start
