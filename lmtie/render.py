@@ -143,8 +143,8 @@ def styled(frame: pd.DataFrame, precision: int = 3) -> Styler:
 
 def display_table1(table: pd.DataFrame) -> Styler:
     """A :func:`lmtie.report.table1` frame (or its CSV) for the report: ours, the paper's and
-    the difference; "–" where there is no number; ``run / command`` is the run's id, or the
-    command that would produce it.
+    the difference; "–" where there is no number; ``run / command`` is a finished run's id,
+    else the command that produces it (``--resume`` for a run in progress).
 
     Raises: nothing.
     """
@@ -158,7 +158,8 @@ def display_table1(table: pd.DataFrame) -> Styler:
         "params M": table["n_params_m"], "params M (paper)": table["paper_n_params_m"],
         "epochs": table["epochs_run"], "preset": table["preset"], "device": table["device"],
         "git sha": sha.str.replace(r"^([0-9a-f]{10})[0-9a-f]*", r"\1", regex=True),
-        "run / command": table["run_id"].fillna(table["command"])})
+        "run / command": table["run_id"].where(table["status"] == "finished",
+                                               table["command"])})
     return styled(shown, 2).format("{:.0f}", subset=["epochs"], na_rep="–", escape="html")
 
 
