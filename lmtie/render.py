@@ -76,6 +76,42 @@ def plot_valid_curves(metrics: pd.DataFrame) -> Figure | None:
                    "Validation perplexity per epoch")
 
 
+def plot_ablations(metrics: pd.DataFrame, table: pd.DataFrame) -> Figure | None:
+    """Validation perplexity per epoch of each ablation run (dashed) among the preset's runs of
+    its corpus and size (solid), one colour per model, one panel per (corpus, size); the y
+    axis stops at 1.6 × the lowest perplexity so that late differences show. None when
+    ``table`` is empty.
+
+    Args:
+        metrics: a :func:`lmtie.report.load_metrics` frame holding the ablation runs and the
+            preset's runs. table: a :func:`lmtie.report.ablations` frame.
+
+    Raises: nothing.
+    """
+    if table.empty:
+        return None
+    changes = dict(zip(table["run_id"], table["change"], strict=True))
+    colours = dict(zip(VARIANT_LABELS.values(), sns.color_palette(n_colors=4), strict=True))
+    cells = list(dict.fromkeys(zip(table["corpus"], table["size"], strict=True)))
+    fig = Figure(figsize=(1.6 + 5 * len(cells), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(cells), squeeze=False)[0]
+    for ax, (corpus, size) in zip(axes, cells, strict=True):
+        cell = metrics[(metrics["corpus"] == corpus) & (metrics["size"] == size)]
+        for run_id, rows in cell.groupby("run_id", sort=False):
+            model = rows["model"].iloc[0]
+            ablation = run_id in changes
+            ax.plot(rows["epoch"], rows["valid_ppl"], "--" if ablation else "-",
+                    marker="." if ablation else None, color=colours[model],
+                    label=f"{model}, {changes[run_id]}" if ablation else model)
+        ax.set(title=f"{corpus} {size}", xlabel="epoch", ylabel="validation perplexity",
+               ylim=(None, 1.6 * cell["valid_ppl"].min()))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Ablations (dashed) beside the preset's runs (solid): validation perplexity")
+    return fig
+
+
 def plot_subspace_distance(table: pd.DataFrame) -> Figure | None:
     """Subspace distance(Lᵀ, W) over epochs of the untied runs; 1 = orthogonal, 0 = equal;
     None when ``table`` is empty (no untied run has completed an epoch).
@@ -98,10 +134,12 @@ def _image(fig: Figure, dpi: int) -> Image:
     return Image(data=buffer.getvalue(), alt=fig.get_suptitle() or fig.axes[0].get_title())
 
 
-def save_figure(fig: Figure | None, path: str | Path) -> Image | Markdown:
+def save_figure(fig: Figure | None, path: str | Path,
+                why: str = "no run has completed an epoch. Train one (commands in Table 1)"
+                ) -> Image | Markdown:
     """Write ``fig`` as a 150-dpi PNG to ``path`` (folders created); returns the image, so a
     notebook cell ending in ``save_figure(...)`` shows exactly the saved file. ``fig`` None
-    (nothing to plot yet) removes a stale ``path`` and returns a note instead.
+    (nothing to plot yet) removes a stale ``path`` and returns a note saying ``why``.
 
     Raises:
         OSError: ``path`` cannot be written.
@@ -109,8 +147,7 @@ def save_figure(fig: Figure | None, path: str | Path) -> Image | Markdown:
     path = Path(path)
     if fig is None:
         path.unlink(missing_ok=True)
-        return Markdown(f"*Nothing to plot yet for `{path.name}`: no run has completed an "
-                        "epoch. Train one (commands in Table 1).*")
+        return Markdown(f"*Nothing to plot yet for `{path.name}`: {why}.*")
     image = _image(fig, 150)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(image.data)
@@ -240,6 +277,25 @@ def summary_markdown(provenance: pd.DataFrame, preset: str) -> Markdown:
         lines.append("> **Smoke runs** (a few hundred batches) check the pipeline, not the "
                      "paper: their perplexities are far above the paper's.")
     return Markdown("\n\n".join(lines))
+
+
+NO_ABLATIONS = ("no ablation runs yet. `lmtie train` with a departing setting (e.g. "
+                "`--no-detach-target`, `--tau 10`) writes one beside the preset's runs")
+
+
+def ablations_section(results_dir: str | Path) -> list[HTML | Markdown | Styler]:
+    """The report's ablation section from ``tables/ablations.csv`` and ``figures/ablations.png``
+    (written by notebook 02): the table without commands and the figure, or a note on how to
+    make an ablation run.
+
+    Raises:
+        FileNotFoundError: ``tables/ablations.csv`` is missing (run notebook 02 first).
+    """
+    table = report.read_table(results_dir, "ablations")
+    if table.empty:
+        return [Markdown(f"*{NO_ABLATIONS[0].upper()}{NO_ABLATIONS[1:]}.*")]
+    return [styled(table.drop(columns="command"), 2),
+            embed(Path(results_dir) / "figures" / "ablations.png", "Ablations")]
 
 
 def figure1(results_dir: str | Path) -> list[HTML | Markdown]:

@@ -39,6 +39,9 @@ TABLE1_COLUMNS = ["corpus", "size", "model", "seed", "status", "valid_ppl", "pap
 RUN_COLUMNS = [*Config().to_dict(), *_FINAL_KEYS, "status", "run_id", "model", "git_sha",
                "threads", "torch", "start_time", "mean_p_unk", "mean_target_rank", "phrases",
                "command", "run_dir"]
+ABLATION_COLUMNS = ["corpus", "size", "model", "seed", "change", "status", "epoch",
+                    "valid_ppl", "base_valid_ppl", "valid_diff", "run_id", "base_run_id",
+                    "command"]
 PROVENANCE_COLUMNS = ["run_id", "status", "preset", "epochs", "max_batches", "epochs_run",
                       "best_epoch", "device", "threads", "torch", "git_sha", "start_time", "wall_s",
                       "command"]
@@ -228,6 +231,50 @@ def table1(runs_frame: pd.DataFrame) -> pd.DataFrame:
     table["valid_diff"] = table["valid_ppl"] - table["paper_valid_ppl"]
     table["test_diff"] = table["test_ppl"] - table["paper_test_ppl"]
     return table
+
+
+def _change(config: Config, base: Config) -> str:
+    """What ``config`` changes from ``base``, e.g. ``"detach_target=False"``."""
+    return ", ".join(f"{name}={value}" for name, value in config.to_dict().items()
+                     if name != "preset" and value != getattr(base, name))
+
+
+def ablations(all_runs: pd.DataFrame, preset: str) -> pd.DataFrame:
+    """Runs beside a preset's: each run of ``all_runs`` (``load_runs(results_dir)``) that is
+    not one of ``preset_configs(preset)`` but has its base there (same corpus, size, variant
+    and seed, the preset's settings), with the validation perplexity at its last completed
+    epoch beside the base's at that same epoch (NaN while the base has not got there).
+
+    Validation only: an ablation chooses between settings, so its test perplexity is not
+    shown (issue: never tune on the test set). ``change`` names what the run departs in
+    (``"detach_target=False"``, ``"tau=10.0, alpha=6.5"``); ``valid_diff`` = run − base.
+
+    Returns:
+        ``ABLATION_COLUMNS`` frame, one row per ablation run (empty without one).
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`read_metrics`.
+    """
+    bases = {(c.corpus, c.size, c.variant, c.seed): c for c in preset_configs(preset)}
+    rows = []
+    for _, run in all_runs.iterrows():
+        base_config = bases.get((run["corpus"], run["size"], run["variant"], run["seed"]))
+        if base_config is None or run["run_id"] == base_config.run_id:
+            continue
+        base_id = base_config.run_id
+        valid = read_metrics(run["run_dir"]).set_index("epoch")["valid_ppl"]
+        epoch = int(valid.index.max())
+        base_dir = Path(run["run_dir"]).parent / base_id
+        base = (read_metrics(base_dir).set_index("epoch")["valid_ppl"]
+                if (base_dir / "metrics.jsonl").is_file() else pd.Series(dtype=float))
+        base_valid = base.get(epoch, np.nan)
+        rows.append({**{c: run[c] for c in ("corpus", "size", "model", "seed", "status",
+                                            "run_id", "command")},
+                     "change": _change(Config.from_dict(
+                         runs.read_json(Path(run["run_dir"]) / "config.json")), base_config),
+                     "epoch": epoch, "valid_ppl": valid[epoch], "base_valid_ppl": base_valid,
+                     "valid_diff": valid[epoch] - base_valid, "base_run_id": base_id})
+    return pd.DataFrame(rows, columns=ABLATION_COLUMNS)
 
 
 def subspace_table(metrics: pd.DataFrame) -> pd.DataFrame:

@@ -252,3 +252,43 @@ def _error(kind: type[Exception], function, *args) -> str:
     with pytest.raises(kind) as info:
         function(*args)
     return str(info.value)
+
+
+def test_ablations_sit_beside_their_base_at_the_same_epoch(results):
+    nodetach = SMOKE["real"].replace(detach_target=False, preset="smoke-nodetach")
+    write_run(results, nodetach, [104.0], 99.0)  # one epoch; the base has 110 there
+    longer = SMOKE["vd"].replace(epochs=3, preset="smoke-e3")
+    write_run(results, longer, [121.0, 101.0, 97.0], 93.0)  # the base has no epoch 3
+    table = report.ablations(report.load_runs(results), "smoke")
+    assert list(table["run_id"]) == [longer.run_id, nodetach.run_id]  # the paper's order
+    assert list(table["change"]) == ["epochs=3", "detach_target=False"]
+    assert list(table["base_run_id"]) == [SMOKE["vd"].run_id, SMOKE["real"].run_id]
+    assert list(table["epoch"]) == [3, 1]
+    assert list(table["valid_ppl"]) == [97.0, 104.0]
+    assert math.isnan(table["base_valid_ppl"][0]) and table["base_valid_ppl"][1] == 110.0
+    assert table["valid_diff"][1] == -6.0
+    assert "test_ppl" not in table  # validation only: ablations choose settings
+    assert report.ablations(report.load_runs(results, "smoke"), "smoke").empty
+
+    fig = render.plot_ablations(report.load_metrics(report.load_runs(results)), table)
+    assert plotted(fig) == [[104.0], [110.0, 90.0], [120.0, 100.0], [121.0, 101.0, 97.0]]
+    dashed = sorted(line.get_label() for line in fig.axes[0].lines if line.get_linestyle() == "--")
+    assert dashed == ["+REAL, detach_target=False", "VD-LSTM, epochs=3"]
+    assert render.plot_ablations(report.load_metrics(report.load_runs(results)),
+                                 table.iloc[0:0]) is None
+
+
+def test_ablations_section_shows_table_and_figure_or_how_to_make_one(results):
+    table = report.ablations(report.load_runs(results), "smoke")
+    report.save_table(table, results / "tables" / "ablations.csv")
+    [note] = render.ablations_section(results)
+    assert isinstance(note, Markdown) and "--no-detach-target" in note.data
+    write_run(results, SMOKE["real"].replace(tau=10.0, preset="smoke-tau10"), [100.0], 95.0)
+    all_runs = report.load_runs(results)
+    table = report.save_table(report.ablations(all_runs, "smoke"),
+                              results / "tables" / "ablations.csv")
+    render.save_figure(render.plot_ablations(report.load_metrics(all_runs), table),
+                       results / "figures" / "ablations.png")
+    shown, figure = render.ablations_section(results)
+    assert "tau=10.0" in shown.to_html() and "command" not in shown.data.columns
+    assert isinstance(figure, HTML) and figure.data.startswith("<img src=\"data:image/png")
