@@ -12,6 +12,10 @@ from lmtie.data import Vocabulary
 from lmtie.model import RNNLM
 
 
+def _float64(x: Tensor | np.ndarray) -> np.ndarray:
+    return np.asarray(x.detach().cpu() if isinstance(x, Tensor) else x, dtype=np.float64)
+
+
 def subspace_distance(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
     """Distance between the column spaces of ``a`` and ``b``: 0 when equal, 1 when orthogonal.
 
@@ -32,8 +36,7 @@ def subspace_distance(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
 
     Paper: Sec. 6.2, Figure 1; Decision S1.
     """
-    a = np.asarray(a.detach().cpu() if isinstance(a, Tensor) else a, dtype=np.float64)
-    b = np.asarray(b.detach().cpu() if isinstance(b, Tensor) else b, dtype=np.float64)
+    a, b = _float64(a), _float64(b)
     if a.ndim != 2 or a.shape != b.shape:
         raise ValueError(f"expected two (V, d) matrices of one shape, got {a.shape}, {b.shape}")
     # BLAS gets torch's thread budget: an extra OpenBLAS thread spinning against a training
@@ -41,6 +44,39 @@ def subspace_distance(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
     with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
         sines = np.sin(scipy.linalg.subspace_angles(a, b))
     return float(np.sqrt(np.mean(sines**2)))
+
+
+def projection_residual(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
+    """Relative residual of projecting ``b`` onto span(``a``): ``‖b − U Uᵀ b‖_F / ‖b‖_F``,
+    ``U = orth(a)``. 0 when every column of ``b`` lies in span(``a``), 1 when all are
+    orthogonal to it.
+
+    Unlike :func:`subspace_distance` it weighs each direction of ``b`` by its size: a column
+    space that differs only in directions where ``b`` is small scores low. With orthonormal
+    columns in ``b`` the two agree. A diagnostic beside Decision S1 (the paper's "relative
+    residual norm" read for W itself rather than for an orthonormal basis of it).
+
+    Args:
+        a, b: ``(V, d)`` float matrices (Lᵀ and W), ``b`` not all zero.
+
+    Returns:
+        float in [0, 1]; not symmetric; invariant to ``a → a R`` (invertible R), not to
+        ``b → b R``.
+
+    Raises:
+        ValueError: shapes differ or are not 2-D, or ``b`` is zero.
+
+    Paper: Sec. 6.2 (Björck & Golub 1973); Deviation: a diagnostic, not the plotted S1.
+    """
+    a, b = _float64(a), _float64(b)
+    if a.ndim != 2 or a.shape != b.shape:
+        raise ValueError(f"expected two (V, d) matrices of one shape, got {a.shape}, {b.shape}")
+    norm = np.linalg.norm(b)
+    if norm == 0:
+        raise ValueError("b is all zeros: its projection residual is undefined")
+    with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
+        u = scipy.linalg.orth(a)
+        return float(np.linalg.norm(b - u @ (u.T @ b)) / norm)
 
 
 @torch.no_grad()

@@ -300,13 +300,17 @@ def ablations_section(results_dir: str | Path) -> list[HTML | Markdown | Styler]
 
 def figure1(results_dir: str | Path) -> list[HTML | Markdown]:
     """The paper's Figure 1 from ``<results_dir>/figures/figure1a.png`` and ``figure1b.png``
-    (written by notebook 05) as embedded images, or how to produce the missing ones.
+    (written by notebook 05) as embedded images, then the distance per epoch
+    (``figure1{a,b}_epochs.png``) where drawn, or how to produce the missing ones.
 
     Raises: nothing. Paper: Sec. 6.2, Figure 1.
     """
-    paths = [Path(results_dir) / "figures" / f"figure1{p}.png" for p in "ab"]
+    figures = Path(results_dir) / "figures"
+    paths = [figures / f"figure1{p}.png" for p in "ab"]
     shown: list[HTML | Markdown] = [embed(p, f"Figure 1{p.stem[-1]}")
                                     for p in paths if p.is_file()]
+    shown += [embed(figures / f"figure1{p}_epochs.png", f"Figure 1{p} over training")
+              for p in "ab" if (figures / f"figure1{p}_epochs.png").is_file()]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
         shown.append(Markdown(

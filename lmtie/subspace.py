@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lmtie import reference, runs
-from lmtie.analysis import subspace_distance
+from lmtie.analysis import projection_residual, subspace_distance
 from lmtie.config import make_config
 from lmtie.data import Corpus, batchify, bptt_batches
 from lmtie.loss import augmented_kl
@@ -46,7 +46,8 @@ BETAS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)  # Figure 1a, at tau = 10
 TAUS = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0)  # Figure 1b, at beta = 1
 SWEEPS = {"a": [(b, 10.0) for b in BETAS], "b": [(1.0, t) for t in TAUS]}
 COLUMNS = ("beta", "tau", "seed", "slice_start", "epochs", "stopped", "final_loss", "final_ce",
-           "final_aug_kl", "initial_distance", "final_distance", "wall_s", "distance_per_epoch",
+           "final_aug_kl", "initial_distance", "final_distance", "final_residual", "wall_s",
+           "distance_per_epoch",
            "loss_per_epoch", "setup")
 SMOKE = {"slice_tokens": 2_000, "hidden_size": 16, "min_epochs": 1, "max_epochs": 2}
 _TEXT_COLUMNS = ("stopped", "distance_per_epoch", "loss_per_epoch", "setup")
@@ -143,7 +144,9 @@ def train_point(ids: Tensor, vocab_size: int, beta: float, tau: float, seed: int
         The ``COLUMNS`` dict: ``epochs``, ``stopped`` ("converged" | "max_epochs"),
         ``final_loss`` (last epoch-mean J^tot per token), ``final_ce``/``final_aug_kl`` (nats
         per token; J^aug unscaled, NaN at β = 0), distances in [0, 1] (``initial_distance``
-        before training), ``wall_s`` (s), per-epoch distances/losses (JSON), ``setup`` (JSON).
+        before training), ``final_residual`` (``projection_residual(Lᵀ, W)``: the distance
+        with W's directions weighed by their size, a diagnostic), ``wall_s`` (s),
+        per-epoch distances/losses (JSON), ``setup`` (JSON).
 
     Raises:
         ValueError: β outside [0, 1], τ ≤ 0, or a slice longer than ``ids``.
@@ -205,6 +208,7 @@ def train_point(ids: Tensor, vocab_size: int, beta: float, tau: float, seed: int
             "stopped": "max_epochs" if len(losses) >= setup.max_epochs else "converged",
             "final_loss": loss, "final_ce": ce_mean, "final_aug_kl": aug_mean,
             "initial_distance": initial, "final_distance": distances[-1],
+            "final_residual": projection_residual(lt, w),
             "wall_s": time.perf_counter() - start_time,
             "distance_per_epoch": json.dumps(distances), "loss_per_epoch": json.dumps(losses),
             "setup": setup.to_json()}
@@ -345,13 +349,61 @@ def plot_figure1(rows: list[dict], sweep: str, path: str | Path) -> Path:
     return path
 
 
+def distance_per_epoch(rows: list[dict], sweep: str) -> list[dict]:
+    """Per point of Figure 1``sweep`` that has runs: ``x`` (β or τ), ``beta``, ``tau`` and
+    ``mean``, the distance(Lᵀ, W) after each epoch averaged over the seeds that reached it
+    (``mean[0]``: before training). Raises: KeyError for an unknown sweep.
+    Paper: Sec. 6.2 (our addition: the paper shows final distances only)."""
+    out = []
+    for beta, tau in SWEEPS[sweep]:
+        curves = [[r["initial_distance"], *json.loads(r["distance_per_epoch"])]
+                  for r in rows if _point(r) == (beta, tau)]
+        if curves:
+            mean = [sum(c[e] for c in curves if e < len(c)) / sum(e < len(c) for c in curves)
+                    for e in range(max(map(len, curves)))]
+            out.append({"x": beta if sweep == "a" else tau, "beta": beta, "tau": tau,
+                        "mean": mean})
+    return out
+
+
+def plot_distance_per_epoch(rows: list[dict], sweep: str, path: str | Path) -> Path:
+    """Draw :func:`distance_per_epoch`: one line per point of Figure 1``sweep``, so one sees
+    whether a point had levelled off when its runs stopped.
+
+    Returns ``path`` (PNG, 120 dpi). Raises: ValueError when no row belongs to the sweep.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = distance_per_epoch(rows, sweep)
+    if not curves:
+        raise ValueError(f"no finished runs of sweep {sweep!r}; run `lmtie subspace` first")
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    colours = plt.cm.viridis([i / max(len(curves) - 1, 1) for i in range(len(curves))])
+    for colour, curve in zip(colours, curves, strict=True):
+        ax.plot(range(len(curve["mean"])), curve["mean"], color=colour,
+                label=f"{'β' if sweep == 'a' else 'τ'} = {curve['x']:g}")
+    ax.set(xlabel="epoch", ylabel="subspace distance (Lᵀ, W)", ylim=(0, 1.05),
+           title=f"Figure 1{sweep} over training (mean over seeds)")
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def run_experiment(sweep: str = "both", seeds: int = 3, results_dir: str | Path = "results",
                    setup: SubspaceSetup = SubspaceSetup(), device: str = "auto",
                    data_dir: str | Path | None = None, progress: bool = True) -> list[dict]:
     """Run (resuming) the Figure 1 sweep on PTB train and draw its figures.
 
     Writes ``results_dir/subspace/runs.csv`` and, for each sweep with finished runs,
-    ``results_dir/figures/figure1{a,b}.png``. Returns all CSV rows.
+    ``results_dir/figures/figure1{a,b}.png`` and ``figure1{a,b}_epochs.png`` (distance per
+    epoch). Returns all CSV rows.
 
     Raises:
         ValueError: bad sweep/seeds/device/setup; FileNotFoundError: PTB is missing (the
@@ -370,4 +422,5 @@ def run_experiment(sweep: str = "both", seeds: int = 3, results_dir: str | Path 
     for name in ("a", "b") if sweep == "both" else (sweep,):
         if summarise(rows, name):
             plot_figure1(rows, name, results / "figures" / f"figure1{name}.png")
+            plot_distance_per_epoch(rows, name, results / "figures" / f"figure1{name}_epochs.png")
     return rows

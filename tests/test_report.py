@@ -240,6 +240,8 @@ def test_decisions_and_figure1_section(tmp_path):
     shown = render.figure1(tmp_path)
     assert [type(s) for s in shown] == [HTML, HTML] and 'alt="Figure 1b"' in shown[1].data
     assert base64.b64encode(png.data).decode() in shown[0].data
+    os.link(tmp_path / "figures" / "figure1a.png", tmp_path / "figures" / "figure1b_epochs.png")
+    assert 'alt="Figure 1b over training"' in render.figure1(tmp_path)[2].data
 
 
 def plotted(fig) -> list[list[float]]:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lmtie import subspace
-from lmtie.analysis import subspace_distance
+from lmtie.analysis import projection_residual, subspace_distance
 from lmtie.subspace import SubspaceSetup, read_rows, run_sweep, should_stop, train_point
 
 
@@ -57,6 +57,26 @@ def test_equals_independent_residual_formula(rng, rows, cols):
     assert subspace_distance(a, close) == pytest.approx(residual_distance(a, close), rel=1e-6)
     assert subspace_distance(torch.tensor(a), torch.tensor(b)) == pytest.approx(
         residual_distance(a, b), abs=1e-10)
+
+
+def test_projection_residual_weighs_directions_by_size(rng):
+    a = rng.standard_normal((40, 4))
+    inside = a @ rng.standard_normal((4, 4))
+    assert projection_residual(a, inside) == pytest.approx(0.0, abs=1e-12)
+    eye = np.eye(10)
+    assert projection_residual(eye[:, :4], eye[:, 4:8]) == pytest.approx(1.0)
+    q, _ = np.linalg.qr(rng.standard_normal((40, 4)))  # orthonormal columns: equals S1
+    assert projection_residual(a, q) == pytest.approx(subspace_distance(a, q), abs=1e-12)
+    # three columns in span(a), a fourth orthogonal to it and 100x smaller
+    off = np.linalg.qr(np.hstack([a, rng.standard_normal((40, 1))]))[0][:, 4:]
+    b = np.hstack([a[:, :3] / np.linalg.norm(a[:, :3], axis=0), 0.01 * off])
+    assert subspace_distance(a, b) == pytest.approx(0.5, abs=1e-9)  # sines (0, 0, 0, 1)
+    assert projection_residual(a, b) == pytest.approx(0.01 / math.sqrt(3.0001), rel=1e-6)
+    assert projection_residual(a, b) != pytest.approx(projection_residual(b, a))
+    with pytest.raises(ValueError, match=r"\(V, d\)"):
+        projection_residual(a, a[:, :3])
+    with pytest.raises(ValueError, match="zeros"):
+        projection_residual(a, np.zeros_like(a))
 
 
 def test_shape_mismatch_raises(rng):
@@ -134,6 +154,7 @@ def test_augmented_loss_pulls_w_into_span_of_lt(tiny_runs):
     assert distances[-1] < distances[0]
     assert math.isnan(d0["final_aug_kl"]) and d1["final_aug_kl"] > 0
     assert d0["final_loss"] == pytest.approx(d0["final_ce"])  # β = 0: plain cross-entropy
+    assert 0 < d1["final_residual"] < d0["final_residual"] <= 1
 
 
 def test_word_vectors_stay_unit_norm(markov_ids, monkeypatch):
@@ -185,8 +206,18 @@ def test_summary_and_figure(tmp_path):
                                               pytest.approx(0.01), "mean_epochs": 5.0}]
     path = subspace.plot_figure1(rows, "a", tmp_path / "figure1a.png")
     assert path.stat().st_size > 10_000
+    rows_with_curves = [{**r, "initial_distance": 0.98, "distance_per_epoch": json.dumps(
+        [0.9, 0.8, 0.7][:2 + (r["seed"] == 1)])} for r in rows]
+    curves = subspace.distance_per_epoch(rows_with_curves, "a")
+    assert [c["x"] for c in curves] == list(subspace.BETAS)
+    assert curves[-1]["mean"] == pytest.approx([0.98, 0.9, 0.8, 0.7])  # epoch 3: seed 1 only
+    assert [c["x"] for c in subspace.distance_per_epoch(rows_with_curves, "b")] == [10.0]
+    path = subspace.plot_distance_per_epoch(rows_with_curves, "a", tmp_path / "epochs.png")
+    assert path.stat().st_size > 10_000
     with pytest.raises(ValueError, match="no finished runs"):
         subspace.plot_figure1([], "b", tmp_path / "figure1b.png")
+    with pytest.raises(ValueError, match="no finished runs"):
+        subspace.plot_distance_per_epoch([], "b", tmp_path / "b_epochs.png")
 
 
 def test_cli_subspace_wires_its_flags(monkeypatch, capsys):
