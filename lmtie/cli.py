@@ -88,7 +88,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="cap of the stopping rule (default: SubspaceSetup's)")
     sp.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     sp.add_argument("--threads", type=int, default=1,
-                    help="torch threads, also used by scipy's distance (default 1)")
+                    help="torch threads per job, also used by scipy's distance (default 1)")
+    sp.add_argument("--jobs", type=int, default=1,
+                    help="runs trained in parallel, one process each (default 1)")
     sp.add_argument("--data-dir", default=None,
                     help="corpora folder (default: $LMTIE_DATA_DIR, else ./data)")
     sp.add_argument("--quiet", action="store_true", help="no line per finished run")
@@ -158,7 +160,8 @@ def _run(args: argparse.Namespace) -> int:
         caps = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
         setup = subspace.SubspaceSetup(**caps)
         rows = subspace.run_experiment(args.sweep, args.seeds, args.results_dir, setup,
-                                       args.device, args.data_dir, progress=not args.quiet)
+                                       args.device, args.data_dir, progress=not args.quiet,
+                                       jobs=args.jobs)
         for name in ("a", "b") if args.sweep == "both" else (args.sweep,):
             for point in subspace.summarise(rows, name):
                 print(f"figure 1{name}: beta={point['beta']:g} tau={point['tau']:g} distance "

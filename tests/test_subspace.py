@@ -3,6 +3,7 @@
 import json
 import math
 from dataclasses import replace
+from operator import itemgetter
 
 import numpy as np
 import pytest
@@ -195,6 +196,23 @@ def test_sweep_resumes_and_skips_finished_points(tmp_path, markov_ids, monkeypat
         run_sweep(markov_ids, VOCAB, [(0.5, 10.0, 1)], csv_path, replace(TINY, max_epochs=3))
 
 
+def test_parallel_sweep_equals_sequential(tmp_path, markov_ids):
+    """Two spawned workers give the rows one process gives (same seeds: same numbers), and
+    the CSV holds each point once."""
+    setup = replace(TINY, max_epochs=2)
+    points = [(0.0, 10.0, 1), (1.0, 10.0, 1), (1.0, 2.0, 2)]
+    one = run_sweep(markov_ids, VOCAB, points, tmp_path / "one.csv", setup)
+    two = run_sweep(markov_ids, VOCAB, points, tmp_path / "two.csv", setup, jobs=2)
+    key = itemgetter("beta", "tau", "seed")
+    for a, b in zip(sorted(one, key=key), sorted(read_rows(tmp_path / "two.csv"), key=key),
+                    strict=True):
+        assert key(a) == key(b) and a["distance_per_epoch"] == b["distance_per_epoch"]
+        assert a["final_loss"] == pytest.approx(b["final_loss"], rel=1e-12)
+    assert len(two) == 3
+    with pytest.raises(ValueError, match="jobs"):
+        run_sweep(markov_ids, VOCAB, points, tmp_path / "x.csv", setup, jobs=0)
+
+
 def test_summary_and_figure(tmp_path):
     rows = [{"beta": b, "tau": 10.0, "seed": s, "final_distance": 1.0 - 0.9 * b + 0.01 * s,
              "epochs": 5} for b in subspace.BETAS for s in (1, 2, 3)]
@@ -225,17 +243,17 @@ def test_cli_subspace_wires_its_flags(monkeypatch, capsys):
 
     seen = {}
 
-    def fake(sweep, seeds, results_dir, setup, device, data_dir, progress):
+    def fake(sweep, seeds, results_dir, setup, device, data_dir, progress, jobs):
         seen.update(sweep=sweep, seeds=seeds, results_dir=results_dir, setup=setup,
-                    device=device, progress=progress)
+                    device=device, progress=progress, jobs=jobs)
         return [{"beta": 1.0, "tau": t, "seed": 1, "final_distance": 0.5, "epochs": 3}
                 for t in subspace.TAUS]
 
     monkeypatch.setattr(subspace, "run_experiment", fake)
     assert cli.main(["subspace", "--sweep", "b", "--seeds", "4", "--max-epochs", "7",
-                     "--results-dir", "out", "--device", "cpu", "--quiet"]) == 0
+                     "--results-dir", "out", "--device", "cpu", "--quiet", "--jobs", "2"]) == 0
     assert seen == {"sweep": "b", "seeds": 4, "results_dir": "out", "device": "cpu",
-                    "setup": SubspaceSetup(max_epochs=7), "progress": False}
+                    "setup": SubspaceSetup(max_epochs=7), "progress": False, "jobs": 2}
     assert capsys.readouterr().out.count("distance 0.500 ± 0.000 (n=1)") == 6
 
 
