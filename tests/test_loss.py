@@ -39,6 +39,22 @@ def test_augmented_kl_equals_naive_loop(batch, tau):
         naive_kl(wh, targets, emb, tau), rel=1e-5, abs=1e-7)
 
 
+@pytest.mark.parametrize("tau", [10.0, 40.0])
+def test_float32_holds_when_the_kl_is_tiny(tau):
+    """Figure 1's regime: unit word vectors, |V| = 10,000, W h close to Lᵀ u. The float32 KL
+    matches a float64 evaluation of eq. 3.2 although it is ~10⁻⁸ nats (τ²|V| scales it up)."""
+    g = torch.Generator().manual_seed(0)
+    emb = torch.nn.functional.normalize(torch.randn(10_000, 300, generator=g), dim=1)
+    targets = torch.randint(0, 10_000, (64,), generator=g)
+    wh = emb[targets] @ emb.t() + 0.05 * torch.randn(64, 10_000, generator=g)
+    e, w = emb.double(), wh.double()
+    log_target = torch.log_softmax(e[targets] @ e.t() / tau, -1)
+    reference = (log_target.exp() * (log_target - torch.log_softmax(w / tau, -1))).sum(-1)
+    ours = augmented_kl(wh, targets, emb, tau).item()
+    assert reference.mean().item() < 2e-5  # the textbook formula in float32: 0.2-3 % off
+    assert ours == pytest.approx(reference.mean().item(), rel=1e-5)
+
+
 def test_augmented_kl_nonnegative_and_zero_at_target(batch):
     wh, targets, emb = batch
     assert augmented_kl(wh, targets, emb, 2.0).item() > 0.01
