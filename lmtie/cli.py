@@ -84,8 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--seeds", type=int, default=3, help="runs per point (seeds 1..N)")
     sp.add_argument("--results-dir", default="results",
                     help="writes subspace/runs.csv and figures/figure1{a,b}.png under it")
-    sp.add_argument("--max-epochs", type=int, default=None,
-                    help="cap of the stopping rule (default: SubspaceSetup's)")
+    sp.add_argument("--epochs", type=int, default=None,
+                    help="epochs of every run (default: SubspaceSetup's, 20)")
     sp.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     sp.add_argument("--threads", type=int, default=1,
                     help="torch threads per job, also used by scipy's distance (default 1)")
@@ -157,8 +157,8 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "subspace":
         from lmtie import subspace
 
-        caps = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
-        setup = subspace.SubspaceSetup(**caps)
+        budget = {} if args.epochs is None else {"epochs": args.epochs}
+        setup = subspace.SubspaceSetup(**budget)
         rows = subspace.run_experiment(args.sweep, args.seeds, args.results_dir, setup,
                                        args.device, args.data_dir, progress=not args.quiet,
                                        jobs=args.jobs)

@@ -13,8 +13,13 @@ Choices where the paper is silent (for the README's "Deviations and choices"):
   SGD (per-token lr 1, or 35 = T2's lr 1) shrank h rather than W's off-span part: distance
   0.985 → 0.983 in 6 epochs, vs 0.962 (Adam, batch 20) and 0.931 (Adam, batch 5) (β = 1,
   τ = 10, seed 1).
-- Stopping (``should_stop``): < 1 % improvement of the epoch-mean training J^tot over 3 epochs,
-  not before epoch 10, at most 15 (CPU budget). Vocabulary: all of PTB (|V| = 10,000).
+- Budget: every run trains ``epochs`` = 20 epochs, the same at every β and τ so that the points
+  compare (36 runs in ~3 CPU-hours). The training loss cannot decide when to stop: with β > 0
+  it rises after 1-2 epochs while the distance keeps falling, because ỹ (a stop-gradient
+  target, Decision A2) drifts as L learns through the inputs (its spread ½‖Lᵀu − mean‖² grew
+  17.2 → 19.5 nats in 5 epochs). The distance after every epoch is kept (CSV, and
+  ``figure1{a,b}_epochs.png``) to show where a point was still moving. Vocabulary: all of PTB
+  (|V| = 10,000).
 - J^aug in float32 through ``augmented_kl``, whose formula has no cancellation: τ²|V|
   (10⁴-1.6·10⁷) would amplify the textbook formula's float32 error (0.2-3 % of the KL here).
 - The seed picks slice and initialisation: seed s starts from the same slice and weights at
@@ -48,12 +53,12 @@ from lmtie.model import RNNLM
 BETAS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)  # Figure 1a, at tau = 10
 TAUS = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0)  # Figure 1b, at beta = 1
 SWEEPS = {"a": [(b, 10.0) for b in BETAS], "b": [(1.0, t) for t in TAUS]}
-COLUMNS = ("beta", "tau", "seed", "slice_start", "epochs", "stopped", "final_loss", "final_ce",
+COLUMNS = ("beta", "tau", "seed", "slice_start", "epochs", "final_loss", "final_ce",
            "final_aug_kl", "initial_distance", "final_distance", "final_residual", "wall_s",
            "distance_per_epoch",
            "loss_per_epoch", "setup")
-SMOKE = {"slice_tokens": 2_000, "hidden_size": 16, "min_epochs": 1, "max_epochs": 2}
-_TEXT_COLUMNS = ("stopped", "distance_per_epoch", "loss_per_epoch", "setup")
+SMOKE = {"slice_tokens": 2_000, "hidden_size": 16, "epochs": 2}
+_TEXT_COLUMNS = ("distance_per_epoch", "loss_per_epoch", "setup")
 _INT_COLUMNS = ("seed", "slice_start", "epochs")
 
 
@@ -61,7 +66,7 @@ _INT_COLUMNS = ("seed", "slice_start", "epochs")
 class SubspaceSetup:
     """Everything of a Sec. 6.2 run except (β, τ, seed). Units: tokens, epochs; ``lr`` per step
     of the per-token mean loss; ``clip_norm`` the global L2 norm of that loss's gradient;
-    ``min_improvement`` relative (0.01 = 1 %). Stopping rule: see ``should_stop``.
+    ``epochs`` the fixed budget of every run (see the module docstring).
 
     Raises:
         ValueError: unknown optimiser, or sizes/epochs/lr that are not positive.
@@ -76,16 +81,12 @@ class SubspaceSetup:
     optimizer: str = "adam"  # adam | sgd
     lr: float = 1e-3
     clip_norm: float = 5.0
-    min_epochs: int = 10
-    max_epochs: int = 15
-    patience: int = 3
-    min_improvement: float = 0.01
+    epochs: int = 20
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
-        sizes = ("slice_tokens", "hidden_size", "num_layers", "batch_size", "bptt",
-                 "min_epochs", "max_epochs", "patience")
+        sizes = ("slice_tokens", "hidden_size", "num_layers", "batch_size", "bptt", "epochs")
         bad = [n for n in sizes if getattr(self, n) <= 0]
         if bad or min(self.lr, self.clip_norm, self.init_range) <= 0:
             raise ValueError(f"{bad or 'lr, clip_norm, init_range'} must be positive")
@@ -109,23 +110,6 @@ def random_slice(ids: Tensor, n_tokens: int, seed: int) -> tuple[Tensor, int]:
     return ids[start:start + n_tokens], start
 
 
-def should_stop(losses: list[float], setup: SubspaceSetup) -> bool:
-    """Stop after epoch ``e = len(losses)`` (epoch-mean training losses, per token) when
-    ``e >= max_epochs``, or ``e >= min_epochs`` and ``losses[-1] > (1 − min_improvement) ·
-    losses[-1 − patience]`` (< 1 % better than 3 epochs ago). Raises: nothing.
-
-    Deviation: ``min_epochs``. With β > 0 the loss rises after 1-2 epochs while the distance
-    keeps falling: ỹ (a stop-gradient target, Decision A2) drifts as L learns through the
-    inputs, its spread ½‖Lᵀu − mean‖² growing (17.2 → 19.5 nats in 5 epochs).
-    """
-    e = len(losses)
-    if e >= setup.max_epochs:
-        return True
-    if e < max(setup.min_epochs, setup.patience + 1):
-        return False
-    return losses[-1] > (1.0 - setup.min_improvement) * losses[-1 - setup.patience]
-
-
 def _normalise_rows_(weight: Tensor) -> None:
     """Unit-norm every word vector (row of Lᵀ), in place. Paper: Sec. 6.2."""
     with torch.no_grad():
@@ -144,7 +128,7 @@ def train_point(ids: Tensor, vocab_size: int, beta: float, tau: float, seed: int
         seed: slice start and initialisation (there is no dropout).
 
     Returns:
-        The ``COLUMNS`` dict: ``epochs``, ``stopped`` ("converged" | "max_epochs"),
+        The ``COLUMNS`` dict: ``epochs``,
         ``final_loss`` (last epoch-mean J^tot per token), ``final_ce``/``final_aug_kl`` (nats
         per token; J^aug unscaled, NaN at β = 0), distances in [0, 1] (``initial_distance``
         before training), ``final_residual`` (``projection_residual(Lᵀ, W)``: the distance
@@ -178,7 +162,7 @@ def train_point(ids: Tensor, vocab_size: int, beta: float, tau: float, seed: int
     initial = subspace_distance(lt, w)
     distances: list[float] = []
     losses: list[float] = []
-    while not should_stop(losses, setup):
+    for _ in range(setup.epochs):
         sums = torch.zeros(3, dtype=torch.float64, device=dev)  # J^tot, J, J^aug token sums
         n_tokens = 0
         state = model.init_state(setup.batch_size)
@@ -208,7 +192,6 @@ def train_point(ids: Tensor, vocab_size: int, beta: float, tau: float, seed: int
         distances.append(subspace_distance(lt, w))
     return {"beta": beta, "tau": tau, "seed": seed, "slice_start": slice_start,
             "epochs": len(losses),
-            "stopped": "max_epochs" if len(losses) >= setup.max_epochs else "converged",
             "final_loss": loss, "final_ce": ce_mean, "final_aug_kl": aug_mean,
             "initial_distance": initial, "final_distance": distances[-1],
             "final_residual": projection_residual(lt, w),
@@ -306,7 +289,7 @@ def run_sweep(ids: Tensor, vocab_size: int, points: list[tuple[float, float, int
             print(f"[{i}/{len(todo)}] beta={row['beta']:g} tau={row['tau']:g} "
                   f"seed={row['seed']}: distance "
                   f"{row['initial_distance']:.3f} -> {row['final_distance']:.3f} in "
-                  f"{row['epochs']} epochs ({row['stopped']}), {row['wall_s']:.0f} s", flush=True)
+                  f"{row['epochs']} epochs, {row['wall_s']:.0f} s", flush=True)
     return rows
 
 
@@ -393,7 +376,7 @@ def distance_per_epoch(rows: list[dict], sweep: str) -> list[dict]:
 
 def plot_distance_per_epoch(rows: list[dict], sweep: str, path: str | Path) -> Path:
     """Draw :func:`distance_per_epoch`: one line per point of Figure 1``sweep``, so one sees
-    whether a point had levelled off when its runs stopped.
+    whether a point had levelled off when its runs ended.
 
     Returns ``path`` (PNG, 120 dpi). Raises: ValueError when no row belongs to the sweep.
     """

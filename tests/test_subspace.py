@@ -11,7 +11,7 @@ import torch
 
 from lmtie import subspace
 from lmtie.analysis import projection_residual, subspace_distance
-from lmtie.subspace import SubspaceSetup, read_rows, run_sweep, should_stop, train_point
+from lmtie.subspace import SubspaceSetup, read_rows, run_sweep, train_point
 
 
 def residual_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -87,18 +87,11 @@ def test_shape_mismatch_raises(rng):
         subspace_distance(rng.standard_normal(20), rng.standard_normal(20))
 
 
-def test_should_stop_rule():
-    rule = SubspaceSetup(min_epochs=4, max_epochs=6, patience=3, min_improvement=0.01)
-    assert not should_stop([10, 9.99, 9.95], rule)  # before min_epochs
-    assert not should_stop([10, 9, 8, 7.5], rule)  # 25 % better than 3 epochs ago
-    assert should_stop([10, 9.99, 9.95, 9.92], rule)  # 0.8 % better: stop
-    assert should_stop([10, 11, 12, 13], rule)  # got worse
-    assert not should_stop([10, 11, 12, 13], SubspaceSetup(min_epochs=5))  # not yet
-    assert should_stop([10, 9, 8, 7, 6, 5], rule)  # max_epochs
+def test_setup_is_validated():
     with pytest.raises(ValueError, match="optimizer"):
         SubspaceSetup(optimizer="rmsprop")
-    with pytest.raises(ValueError, match="positive"):
-        SubspaceSetup(max_epochs=0)
+    with pytest.raises(ValueError, match="epochs"):
+        SubspaceSetup(epochs=0)
 
 
 def test_random_slice_is_contiguous_and_seeded():
@@ -123,7 +116,7 @@ def test_sweep_points_share_beta1_tau10_once():
 
 VOCAB = 50
 TINY = SubspaceSetup(slice_tokens=600, hidden_size=8, num_layers=1, batch_size=4, bptt=10,
-                     lr=1e-2, min_epochs=30, max_epochs=30)
+                     lr=1e-2, epochs=30)
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +144,7 @@ def test_augmented_loss_pulls_w_into_span_of_lt(tiny_runs):
     assert d0["final_distance"] > 0.75
     assert d1["final_distance"] < 0.5 * d0["final_distance"]
     distances = json.loads(d1["distance_per_epoch"])
-    assert len(distances) == d1["epochs"] == 30 and d1["stopped"] == "max_epochs"
+    assert len(distances) == d1["epochs"] == 30
     assert distances[-1] < distances[0]
     assert math.isnan(d0["final_aug_kl"]) and d1["final_aug_kl"] > 0
     assert d0["final_loss"] == pytest.approx(d0["final_ce"])  # β = 0: plain cross-entropy
@@ -167,14 +160,14 @@ def test_word_vectors_stay_unit_norm(markov_ids, monkeypatch):
         seen.append(weight.norm(dim=1))
 
     monkeypatch.setattr(subspace, "_normalise_rows_", spy)
-    train_point(markov_ids, VOCAB, 0.5, 2.0, seed=2, setup=replace(TINY, max_epochs=1))
+    train_point(markov_ids, VOCAB, 0.5, 2.0, seed=2, setup=replace(TINY, epochs=1))
     assert len(seen) == 1 + 15  # once after init, once per update
     assert torch.allclose(torch.stack(seen), torch.ones(16, VOCAB), atol=1e-6)
 
 
 def test_sweep_resumes_and_skips_finished_points(tmp_path, markov_ids, monkeypatch):
     csv_path = tmp_path / "subspace" / "runs.csv"
-    setup = replace(TINY, max_epochs=2)
+    setup = replace(TINY, epochs=2)
     first = run_sweep(markov_ids, VOCAB, [(0.0, 10.0, 1)], csv_path, setup)
     assert len(first) == 1 and read_rows(csv_path)[0]["epochs"] == 2
     calls = []
@@ -193,13 +186,13 @@ def test_sweep_resumes_and_skips_finished_points(tmp_path, markov_ids, monkeypat
     assert run_sweep(markov_ids, VOCAB, [(1.0, 10.0, 1)], csv_path, setup) and len(calls) == 2
     assert not list(csv_path.parent.glob("*.tmp"))  # atomic rewrite leaves no temp files
     with pytest.raises(ValueError, match="another setup"):
-        run_sweep(markov_ids, VOCAB, [(0.5, 10.0, 1)], csv_path, replace(TINY, max_epochs=3))
+        run_sweep(markov_ids, VOCAB, [(0.5, 10.0, 1)], csv_path, replace(TINY, epochs=3))
 
 
 def test_parallel_sweep_equals_sequential(tmp_path, markov_ids):
     """Two spawned workers give the rows one process gives (same seeds: same numbers), and
     the CSV holds each point once."""
-    setup = replace(TINY, max_epochs=2)
+    setup = replace(TINY, epochs=2)
     points = [(0.0, 10.0, 1), (1.0, 10.0, 1), (1.0, 2.0, 2)]
     one = run_sweep(markov_ids, VOCAB, points, tmp_path / "one.csv", setup)
     two = run_sweep(markov_ids, VOCAB, points, tmp_path / "two.csv", setup, jobs=2)
@@ -250,10 +243,10 @@ def test_cli_subspace_wires_its_flags(monkeypatch, capsys):
                 for t in subspace.TAUS]
 
     monkeypatch.setattr(subspace, "run_experiment", fake)
-    assert cli.main(["subspace", "--sweep", "b", "--seeds", "4", "--max-epochs", "7",
+    assert cli.main(["subspace", "--sweep", "b", "--seeds", "4", "--epochs", "7",
                      "--results-dir", "out", "--device", "cpu", "--quiet", "--jobs", "2"]) == 0
     assert seen == {"sweep": "b", "seeds": 4, "results_dir": "out", "device": "cpu",
-                    "setup": SubspaceSetup(max_epochs=7), "progress": False, "jobs": 2}
+                    "setup": SubspaceSetup(epochs=7), "progress": False, "jobs": 2}
     assert capsys.readouterr().out.count("distance 0.500 ± 0.000 (n=1)") == 6
 
 
