@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -318,15 +319,10 @@ def plot_figure1(rows: list[dict], sweep: str, path: str | Path) -> Path:
     Returns ``path`` (PNG, 120 dpi). Raises: ValueError when no row belongs to the sweep.
     Paper: Figure 1 (reference values read off the figure).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     stats = summarise(rows, sweep)
     if not stats:
         raise ValueError(f"no finished runs of sweep {sweep!r}; run `lmtie subspace` first")
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    fig, ax = _axes()
     for s in stats:
         mine = [r["final_distance"] for r in rows if _point(r) == (s["beta"], s["tau"])]
         ax.plot([s["x"]] * len(mine), mine, ".", color="grey", alpha=0.6)
@@ -349,12 +345,7 @@ def plot_figure1(rows: list[dict], sweep: str, path: str | Path) -> Path:
     ax.set_ylim(0, 1.05)
     ax.set_title(f"Figure 1{sweep}: span(W) vs span(Lᵀ), PTB 20k-token slice")
     ax.legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def distance_per_epoch(rows: list[dict], sweep: str) -> list[dict]:
@@ -380,27 +371,38 @@ def plot_distance_per_epoch(rows: list[dict], sweep: str, path: str | Path) -> P
 
     Returns ``path`` (PNG, 120 dpi). Raises: ValueError when no row belongs to the sweep.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     curves = distance_per_epoch(rows, sweep)
     if not curves:
         raise ValueError(f"no finished runs of sweep {sweep!r}; run `lmtie subspace` first")
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    colours = plt.cm.viridis([i / max(len(curves) - 1, 1) for i in range(len(curves))])
+    fig, ax = _axes()
+    from matplotlib import colormaps
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    colours = colormaps["viridis"]([i / max(len(curves) - 1, 1) for i in range(len(curves))])
     for colour, curve in zip(colours, curves, strict=True):
         ax.plot(range(len(curve["mean"])), curve["mean"], color=colour,
                 label=f"{'β' if sweep == 'a' else 'τ'} = {curve['x']:g}")
     ax.set(xlabel="epoch", ylabel="subspace distance (Lᵀ, W)", ylim=(0, 1.05),
            title=f"Figure 1{sweep} over training (mean over seeds)")
     ax.legend(fontsize=7, ncol=2, loc="lower left")
-    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _axes() -> tuple[Any, Any]:
+    """A 5 × 3.6 in matplotlib ``Figure`` (no pyplot state) and its axes. matplotlib is
+    imported here: it belongs to the ``notebooks`` extra, and the sweep runs without it."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 3.6), layout="tight")
+    return fig, fig.subplots()
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    """``fig`` as a 120-dpi PNG at ``path`` (folders created); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
