@@ -9,6 +9,7 @@ from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from lmtie.data import Vocabulary
+from lmtie.loss import augmented_target_log_probs
 from lmtie.model import RNNLM
 
 
@@ -77,6 +78,34 @@ def projection_residual(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float
     with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
         u = scipy.linalg.orth(a)
         return float(np.linalg.norm(b - u @ (u.T @ b)) / norm)
+
+
+@torch.no_grad()
+def augmented_target_entropy(embedding_weight: Tensor, targets: Tensor, tau: float) -> float:
+    """Mean entropy, in nats, of the augmented loss's target ỹ_t = softmax(Lᵀ u_t / τ) over
+    the target words ``targets``. At log |V| ỹ is uniform: J^aug then only pulls the tempered
+    prediction towards uniform (a confidence penalty) and carries no word similarity.
+
+    Args:
+        embedding_weight: ``(V, D)`` float, Lᵀ. targets: ``(N,)`` int64 word ids. tau: > 0.
+
+    Returns:
+        float in [0, log V] (nats), the mean over the N tokens.
+
+    Raises:
+        ValueError: ``tau <= 0`` or no targets.
+
+    Paper: eqs. 3.6-3.7 (our addition: a number behind Sec. 3's premise that ỹ encodes
+    similarity between words).
+    """
+    if tau <= 0 or targets.numel() == 0:
+        raise ValueError(f"need tau > 0 and at least one target, got tau={tau}, "
+                         f"{targets.numel()} targets")
+    words, counts = torch.unique(targets.to(embedding_weight.device), return_counts=True)
+    entropy = torch.cat([  # entr(p) = −p log p; 1,024 distinct words at a time
+        torch.special.entr(augmented_target_log_probs(embedding_weight, chunk, tau).exp()).sum(-1)
+        for chunk in words.split(1024)])
+    return float((entropy.double() * counts).sum() / counts.sum())
 
 
 @torch.no_grad()

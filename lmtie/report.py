@@ -37,7 +37,8 @@ TABLE1_COLUMNS = ["corpus", "size", "model", "seed", "status", "valid_ppl", "pap
                   "paper_n_params_m", "epochs_run", "best_epoch", "max_batches", "preset",
                   "device", "git_sha", "run_id", "command"]
 RUN_COLUMNS = [*Config().to_dict(), *_FINAL_KEYS, "status", "run_id", "model", "git_sha",
-               "threads", "torch", "start_time", "mean_p_unk", "mean_target_rank", "phrases",
+               "threads", "torch", "start_time", "mean_p_unk", "mean_target_rank",
+               "target_entropy", "uniform_entropy", "phrases",
                "command", "run_dir"]
 ABLATION_COLUMNS = ["corpus", "size", "model", "seed", "change", "status", "epoch",
                     "valid_ppl", "base_valid_ppl", "valid_diff", "run_id", "base_run_id",
@@ -156,6 +157,8 @@ def _run_row(run_dir: Path, expected: Config | None, preset: str | None) -> dict
             "torch": env.get("torch"), "start_time": env.get("start_time"),
             "mean_p_unk": predictions["mean_p_unk"],
             "mean_target_rank": predictions["mean_target_rank"],
+            "target_entropy": predictions.get("target_entropy", np.nan),
+            "uniform_entropy": predictions.get("uniform_entropy", np.nan),
             "phrases": predictions["phrases"]}
 
 
@@ -338,13 +341,16 @@ def qualitative_table(long: pd.DataFrame, phrase: int) -> pd.DataFrame:
 
 def unk_rank(runs_frame: pd.DataFrame) -> pd.DataFrame:
     """Mean p(<unk>) and mean rank of the target (1 = top) over the whole test set, per run,
-    with test perplexity and provenance. Our addition to Sec. 6.4 (no paper numbers).
+    with test perplexity and provenance; and the mean entropy of the augmented target ỹ (at
+    the run's τ) over the test targets beside its ceiling log V (ỹ uniform). Our additions
+    to Sec. 6.4 and Sec. 3 (no paper numbers); NaN for runs finished before the entropy was
+    recorded (``lmtie evaluate`` adds it).
 
     Raises: nothing.
     """
     return finished(runs_frame)[["corpus", "size", "model", "seed", "test_ppl", "mean_p_unk",
-                                 "mean_target_rank", "preset", "epochs_run", "device",
-                                 "git_sha", "run_id"]]
+                                 "mean_target_rank", "target_entropy", "uniform_entropy",
+                                 "preset", "epochs_run", "device", "git_sha", "run_id"]]
 
 
 def save_table(table: pd.DataFrame, path: str | Path) -> pd.DataFrame:

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from lmtie import reference, runs
-from lmtie.analysis import subspace_distance, top_k_predictions
+from lmtie.analysis import augmented_target_entropy, subspace_distance, top_k_predictions
 from lmtie.config import Config
 from lmtie.data import Corpus, batchify, bptt_batches, num_bptt_batches
 from lmtie.loss import LossParts, lm_loss
@@ -305,7 +305,11 @@ def finish(config: Config, model: RNNLM, corpus: Corpus, run_dir: Path, best_pat
     runs.write_json(run_dir / "predictions.json", {
         "run_id": config.run_id, "best_epoch": best["epoch"], "phrases": phrases,
         "mean_p_unk": test.mean_p_unk, "mean_target_rank": test.mean_target_rank,
-        "n_tokens": test.n_tokens})
+        "n_tokens": test.n_tokens,
+        # ỹ at the run's τ over the test targets, beside its ceiling log V (uniform)
+        "target_entropy": augmented_target_entropy(model.embedding.weight, corpus.test[1:],
+                                                   config.tau),
+        "uniform_entropy": math.log(len(corpus.vocab))})
     runs.write_json(run_dir / "final.json", final)
     return final
 

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from lmtie import loss
+from lmtie.analysis import augmented_target_entropy
 from lmtie.loss import augmented_kl, lm_loss
 
 
@@ -53,6 +54,26 @@ def test_float32_holds_when_the_kl_is_tiny(tau):
     ours = augmented_kl(wh, targets, emb, tau).item()
     assert reference.mean().item() < 2e-5  # the textbook formula in float32: 0.2-3 % off
     assert ours == pytest.approx(reference.mean().item(), rel=1e-5)
+
+
+def test_target_entropy_against_hand_cases(batch):
+    _, targets, emb = batch
+    zero = torch.zeros_like(emb)  # all scores 0: ỹ uniform over V = 30 words
+    assert augmented_target_entropy(zero, targets, 2.0) == pytest.approx(math.log(30))
+    # one-hot word vectors of norm r: ỹ puts e^{r²/τ} on the target, 1 on each other word
+    r2, tau = 4.0, 2.0
+    onehot = math.sqrt(r2) * torch.eye(30)
+    z = math.exp(r2 / tau) + 29
+    p = math.exp(r2 / tau) / z
+    expected = -(p * math.log(p) + 29 * (1 / z) * math.log(1 / z))
+    assert augmented_target_entropy(onehot, targets, tau) == pytest.approx(expected, rel=1e-6)
+    # equals the per-token average of the naive formula (repeated targets weigh more)
+    naive = [float(-(torch.softmax(emb @ emb[t] / 3.0, 0) * torch.log_softmax(
+        emb @ emb[t] / 3.0, 0)).sum()) for t in targets]
+    assert augmented_target_entropy(emb, targets, 3.0) == pytest.approx(
+        sum(naive) / len(naive), rel=1e-5)
+    with pytest.raises(ValueError, match="tau"):
+        augmented_target_entropy(emb, targets, 0.0)
 
 
 def test_augmented_kl_nonnegative_and_zero_at_target(batch):

@@ -37,7 +37,8 @@ def write_run(results: Path, config: Config, valid: list[float], test: float,
     best = int(np.argmin(valid)) + 1
     runs.write_json(run_dir / "predictions.json", {
         "run_id": config.run_id, "best_epoch": best, "n_tokens": 82_429,
-        "mean_p_unk": p_unk, "mean_target_rank": rank,
+        "mean_p_unk": p_unk, "mean_target_rank": rank, "target_entropy": 9.0,
+        "uniform_entropy": math.log(10_000),
         "phrases": [{"context": p["context"], "target": p["target"], "top10": top10(first_word)}
                     for p in reference.PHRASES]})
     runs.write_json(run_dir / "final.json", {
@@ -220,6 +221,8 @@ def test_unk_rank_and_provenance(results):
     numbers = report.unk_rank(frame).set_index("model")
     assert numbers.loc["VD-LSTM", "mean_p_unk"] == 0.06
     assert numbers.loc["+REAL", "mean_target_rank"] == 100.0
+    assert numbers.loc["+REAL", "target_entropy"] == 9.0
+    assert numbers.loc["+REAL", "uniform_entropy"] == pytest.approx(9.2103, abs=1e-4)
     provenance = report.provenance(frame)
     assert list(provenance.columns) == report.PROVENANCE_COLUMNS
     assert list(provenance["epochs"]) == [2, 2] and list(provenance["max_batches"]) == [100, 100]

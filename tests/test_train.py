@@ -99,6 +99,7 @@ def test_run_files_and_same_seed_is_identical(tmp_path, tiny_ptb):
     predictions = runs.read_json(run_a / "predictions.json")
     assert len(predictions["phrases"]) == 4 and len(predictions["phrases"][0]["top10"]) == 10
     assert 1 <= predictions["mean_target_rank"] <= final["n_params"]
+    assert 0 < predictions["target_entropy"] < predictions["uniform_entropy"]
     env = runs.read_json(run_a / "env.json")
     assert env["torch"] == torch.__version__ and env["device"] == "cpu"
 
