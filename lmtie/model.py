@@ -5,9 +5,9 @@ Paper: Sec. 2 (2.1-2.3), Sec. 6.1. Variational dropout (Gal 2015) with the paper
     layer l, time t:   h_t = LSTM_l(x_t, m_l ⊙ h_{t-1})      one mask m_l (B, H) per sequence,
     output of layer l:      m_l ⊙ h_t  → next layer / softmax  the same m_l, fixed across time
 
-No dropout on the input embedding. The LSTM weights live in one ``nn.LSTM`` so that evaluation
-(no dropout) runs PyTorch's fused kernel, while training runs an explicit loop over the same
-tensors with the masks. Both paths compute the same function when the masks are all ones.
+No dropout on the input embedding. The LSTM weights live in one ``nn.LSTM``: evaluation (no
+dropout) runs it as it is; training runs the same fused kernel layer by layer with the masks
+folded in (``RNNLM._masked_lstm``). Both compute the same function when the masks are all ones.
 """
 
 from __future__ import annotations
@@ -96,8 +96,8 @@ class RNNLM(nn.Module):
         Args:
             inputs: ``(T, B)`` int64 token ids (y*_{t-1} of eq. 2.1).
             state: (h, c) carried from the previous segment, each ``(num_layers, B, H)``.
-            masks: ``(num_layers, B, H)`` from ``sample_masks`` to train with dropout, or
-                None for no dropout (evaluation). None runs the fused LSTM kernel.
+            masks: ``(num_layers, B, H)`` from ``sample_masks`` (entries 0 or one value per
+                layer) to train with dropout, or None for no dropout (evaluation).
 
         Returns:
             ``wh``: ``(T, B, V)`` float32, the logits **without bias** (W h_t; add ``bias``
@@ -112,28 +112,40 @@ class RNNLM(nn.Module):
         return F.linear(out, self.projection.weight), state
 
     def _masked_lstm(self, x: Tensor, state: State, masks: Tensor) -> tuple[Tensor, State]:
-        """Explicit LSTM loop with the variational masks: ``x (T, B, D)`` → ``(T, B, H)``."""
+        """The variational-dropout LSTM on PyTorch's fused kernel: ``x (T, B, D)`` →
+        ``(T, B, H)`` (masked outputs, for the next layer / softmax) and the unmasked state.
+
+        With ``m = s b`` (b ∈ {0, 1}, one scale s per layer: ``1 / (1 − dropout)`` from
+        ``sample_masks``) a layer uses ``m ⊙ h`` both for its recurrence and as its output. Let
+        ``h' = b ⊙ h``: then ``W_hh (m ⊙ h_{t-1}) = (s W_hh) h'_{t-1}``, the output is
+        ``s h'``, and ``h'`` is what an ordinary LSTM computes when its
+        output gate is shut where ``b = 0``: an extra input ``1 − b`` (fixed across time)
+        reaches the output gate's pre-activation through a ``−10⁴ · I`` block, so the sigmoid
+        is exactly 0 there (and so is its gradient). The kernel (oneDNN on the CPU, cuDNN on
+        CUDA) then runs the whole sequence; only the carried state of dropped units, which the
+        kernel zeroes, is recomputed from the last step.
+        """
         h0, c0 = state
+        hidden = self.hidden_size
+        shut = x.new_zeros(4 * hidden, hidden)
+        shut[3 * hidden:].fill_diagonal_(-1e4)  # rows of the output gate (order i, f, g, o)
         new_h, new_c = [], []
-        for layer in range(self.num_layers):
-            w_ih = getattr(self.lstm, f"weight_ih_l{layer}")
-            w_hh = getattr(self.lstm, f"weight_hh_l{layer}")
-            bias = getattr(self.lstm, f"bias_ih_l{layer}")
-            mask = masks[layer]
-            # The masks are fixed across time, so every step's input projection is known
-            # up front: one (T*B, Din) x (Din, 4H) matmul instead of T small ones.
-            x_proj = F.linear(x, w_ih, bias)
-            h, c = h0[layer], c0[layer]
-            outputs = []
-            # unbind, not x_proj[t]: indexing's backward zero-fills a (T, B, 4H) gradient
-            # at every step (30 ms of a 300 ms small-PTB step); unbind's stacks them once.
-            for x_t in x_proj.unbind(0):
-                gates = torch.addmm(x_t, h * mask, w_hh.t())
-                i, f, g, o = gates.chunk(4, 1)  # nn.LSTM gate order
-                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-                h = torch.sigmoid(o) * torch.tanh(c)
-                outputs.append(h)
-            new_h.append(h)
-            new_c.append(c)
-            x = torch.stack(outputs) * mask  # the same mask feeds the next layer / softmax
+        for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(self.lstm.all_weights):
+            kept = masks[layer] > 0  # (B, H)
+            scale = masks[layer].amax()  # s, on the device: no host sync
+            closed = (~kept).to(x.dtype).expand(x.shape[0], -1, -1)  # (T, B, H)
+            h_start = h0[layer] * kept  # h'_0
+            w_rec = w_hh * scale
+            out, h_end, c_end = torch._VF.lstm(  # what nn.LSTM.forward calls
+                torch.cat([x, closed], -1), (h_start[None], c0[layer][None]),
+                [torch.cat([w_ih, shut], 1), w_rec, b_ih, b_hh], True, 1, 0.0,
+                self.training, False, False)
+            # the unmasked h_T of dropped units, for the next segment (a fresh mask)
+            h_prev = out[-2] if out.shape[0] > 1 else h_start
+            gate_o = (F.linear(x[-1], w_ih[3 * hidden:], b_ih[3 * hidden:] + b_hh[3 * hidden:])
+                      + F.linear(h_prev, w_rec[3 * hidden:]))
+            c_end = c_end[0]
+            new_h.append(torch.where(kept, h_end[0], torch.sigmoid(gate_o) * torch.tanh(c_end)))
+            new_c.append(c_end)
+            x = out * scale  # m ⊙ h: the same mask feeds the next layer / softmax
         return x, (torch.stack(new_h), torch.stack(new_c))

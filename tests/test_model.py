@@ -84,10 +84,17 @@ def test_masked_forward_matches_reference_semantics():
     inputs = torch.randint(0, 50, (7, 3))
     state = tuple(torch.randn(2, 3, 16) for _ in range(2))
     masks = model.sample_masks(3, torch.Generator().manual_seed(2))
-    wh, _ = model(inputs, state, masks)
-    hidden, _ = reference_lstm(model, model.embedding(inputs), state, masks)
+    wh, (h, c) = model(inputs, state, masks)
+    hidden, (h_ref, c_ref) = reference_lstm(model, model.embedding(inputs), state, masks)
     expected = hidden @ model.projection.weight.t()
     torch.testing.assert_close(wh, expected, rtol=1e-5, atol=1e-5)
+    # the carried state is unmasked, dropped units included (the next segment has new masks)
+    assert (masks == 0).any() and (h_ref[masks == 0].abs() > 1e-3).any()
+    torch.testing.assert_close(h, h_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(c, c_ref, rtol=1e-5, atol=1e-6)
+    _, (h1, _) = model(inputs[:1], state, masks)  # T = 1: the recomputation starts at h_0
+    _, (h1_ref, _) = reference_lstm(model, model.embedding(inputs[:1]), state, masks)
+    torch.testing.assert_close(h1, h1_ref, rtol=1e-5, atol=1e-6)
 
 
 def test_fused_and_masked_paths_agree_without_dropout():
