@@ -91,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="torch threads per job, also used by scipy's distance (default 1)")
     sp.add_argument("--jobs", type=int, default=1,
                     help="runs trained in parallel, one process each (default 1)")
+    sp.add_argument("--plot-only", action="store_true",
+                    help="train nothing; draw the figures from subspace/runs.csv as it is")
     sp.add_argument("--data-dir", default=None,
                     help="corpora folder (default: $LMTIE_DATA_DIR, else ./data)")
     sp.add_argument("--quiet", action="store_true", help="no line per finished run")
@@ -159,9 +161,13 @@ def _run(args: argparse.Namespace) -> int:
 
         budget = {} if args.epochs is None else {"epochs": args.epochs}
         setup = subspace.SubspaceSetup(**budget)
-        rows = subspace.run_experiment(args.sweep, args.seeds, args.results_dir, setup,
-                                       args.device, args.data_dir, progress=not args.quiet,
-                                       jobs=args.jobs)
+        if args.plot_only:
+            rows = subspace.read_rows(Path(args.results_dir) / "subspace" / "runs.csv")
+            subspace.draw_figures(rows, args.results_dir, args.sweep)
+        else:
+            rows = subspace.run_experiment(args.sweep, args.seeds, args.results_dir, setup,
+                                           args.device, args.data_dir, progress=not args.quiet,
+                                           jobs=args.jobs)
         for name in ("a", "b") if args.sweep == "both" else (args.sweep,):
             for point in subspace.summarise(rows, name):
                 print(f"figure 1{name}: beta={point['beta']:g} tau={point['tau']:g} distance "

@@ -431,8 +431,16 @@ def run_experiment(sweep: str = "both", seeds: int = 3, results_dir: str | Path 
     results = Path(results_dir)
     rows = run_sweep(corpus.train, len(corpus.vocab), points, results / "subspace" / "runs.csv",
                      setup, dev, progress, jobs)
+    draw_figures(rows, results, sweep)
+    return rows
+
+
+def draw_figures(rows: list[dict], results_dir: str | Path, sweep: str = "both") -> None:
+    """``figures/figure1{a,b}.png`` and ``figure1{a,b}_epochs.png`` under ``results_dir`` for
+    each sweep (``"a"``, ``"b"`` or ``"both"``) that has rows (e.g. ``read_rows`` of a sweep
+    cut short). Raises: KeyError for an unknown sweep."""
+    figures = Path(results_dir) / "figures"
     for name in ("a", "b") if sweep == "both" else (sweep,):
         if summarise(rows, name):
-            plot_figure1(rows, name, results / "figures" / f"figure1{name}.png")
-            plot_distance_per_epoch(rows, name, results / "figures" / f"figure1{name}_epochs.png")
-    return rows
+            plot_figure1(rows, name, figures / f"figure1{name}.png")
+            plot_distance_per_epoch(rows, name, figures / f"figure1{name}_epochs.png")

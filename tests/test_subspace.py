@@ -250,6 +250,23 @@ def test_cli_subspace_wires_its_flags(monkeypatch, capsys):
     assert capsys.readouterr().out.count("distance 0.500 ± 0.000 (n=1)") == 6
 
 
+def test_cli_plot_only_draws_from_the_csv_without_training(tmp_path, monkeypatch, capsys):
+    from lmtie import cli
+
+    monkeypatch.setattr(subspace, "train_point", None)  # training would raise TypeError
+    rows = [{c: 0.0 for c in subspace.COLUMNS} | {
+        "beta": b, "tau": 10.0, "seed": 1, "slice_start": 0, "epochs": 2,
+        "initial_distance": 0.98, "final_distance": 0.9 - 0.1 * b,
+        "distance_per_epoch": "[0.95, 0.9]", "loss_per_epoch": "[1, 1]", "setup": "{}"}
+        for b in (0.0, 1.0)]
+    subspace.write_rows(tmp_path / "subspace" / "runs.csv", rows)
+    assert cli.main(["subspace", "--plot-only", "--results-dir", str(tmp_path)]) == 0
+    figures = sorted(p.name for p in (tmp_path / "figures").iterdir())
+    assert figures == ["figure1a.png", "figure1a_epochs.png", "figure1b.png",
+                       "figure1b_epochs.png"]  # (1, 10) is a point of both sweeps
+    assert "figure 1a: beta=1 tau=10 distance 0.800" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_notebook_05_smoke_on_real_ptb(data_dir, tmp_path):
     from lmtie import pipeline
