@@ -248,7 +248,8 @@ def ablations(all_runs: pd.DataFrame, preset: str) -> pd.DataFrame:
     and seed, the preset's settings), with the validation perplexity at its last completed
     epoch beside the base's at that same epoch (NaN while the base has not got there).
 
-    Validation only: an ablation chooses between settings, so its test perplexity is not
+    Runs that have not completed an epoch are left out. Validation only: an ablation
+    chooses between settings, so its test perplexity is not
     shown (issue: never tune on the test set). ``change`` names what the run departs in
     (``"detach_target=False"``, ``"tau=10.0, alpha=6.5"``); ``valid_diff`` = run − base.
 
@@ -259,8 +260,9 @@ def ablations(all_runs: pd.DataFrame, preset: str) -> pd.DataFrame:
         FileNotFoundError, ValueError: as :func:`read_metrics`.
     """
     bases = {(c.corpus, c.size, c.variant, c.seed): c for c in preset_configs(preset)}
+    ids = set(all_runs["run_id"])
     rows = []
-    for _, run in all_runs.iterrows():
+    for _, run in all_runs[all_runs["epochs_run"] > 0].iterrows():  # an epoch to compare
         base_config = bases.get((run["corpus"], run["size"], run["variant"], run["seed"]))
         if base_config is None or run["run_id"] == base_config.run_id:
             continue
@@ -269,7 +271,9 @@ def ablations(all_runs: pd.DataFrame, preset: str) -> pd.DataFrame:
         epoch = int(valid.index.max())
         base_dir = Path(run["run_dir"]).parent / base_id
         base = (read_metrics(base_dir).set_index("epoch")["valid_ppl"]
-                if (base_dir / "metrics.jsonl").is_file() else pd.Series(dtype=float))
+                if base_id in ids and all_runs.loc[all_runs["run_id"] == base_id,
+                                                   "epochs_run"].item() > 0
+                else pd.Series(dtype=float))
         base_valid = base.get(epoch, np.nan)
         rows.append({**{c: run[c] for c in ("corpus", "size", "model", "seed", "status",
                                             "run_id", "command")},

@@ -274,6 +274,11 @@ def test_ablations_sit_beside_their_base_at_the_same_epoch(results):
     assert table["valid_diff"][1] == -6.0
     assert "test_ppl" not in table  # validation only: ablations choose settings
     assert report.ablations(report.load_runs(results, "smoke"), "smoke").empty
+    just_started = results / "runs" / SMOKE["re"].replace(tau=5.0, preset="smoke-tau5").run_id
+    runs.write_json(just_started / "config.json",
+                    SMOKE["re"].replace(tau=5.0, preset="smoke-tau5").to_dict())
+    runs.write_jsonl(just_started / "metrics.jsonl", [])  # no epoch yet: left out
+    assert len(report.ablations(report.load_runs(results), "smoke")) == 2
 
     fig = render.plot_ablations(report.load_metrics(report.load_runs(results)), table)
     assert plotted(fig) == [[104.0], [110.0, 90.0], [120.0, 100.0], [121.0, 101.0, 97.0]]
