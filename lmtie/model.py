@@ -118,10 +118,10 @@ class RNNLM(nn.Module):
         With ``m = s b`` (b ∈ {0, 1}, one scale s per layer: ``1 / (1 − dropout)`` from
         ``sample_masks``) a layer uses ``m ⊙ h`` both for its recurrence and as its output. Let
         ``h' = b ⊙ h``: then ``W_hh (m ⊙ h_{t-1}) = (s W_hh) h'_{t-1}``, the output is
-        ``s h'``, and ``h'`` is what an ordinary LSTM computes when its
-        output gate is shut where ``b = 0``: an extra input ``1 − b`` (fixed across time)
-        reaches the output gate's pre-activation through a ``−10⁴ · I`` block, so the sigmoid
-        is exactly 0 there (and so is its gradient). The kernel (oneDNN on the CPU, cuDNN on
+        ``s h'``, and ``h'`` is what an ordinary LSTM computes when its output gate is shut
+        where ``b = 0``: an extra input ``1 − b`` (fixed across time) reaches the output
+        gate's pre-activation through a ``−10⁴ · I`` block, so the sigmoid is exactly 0 there
+        (and so is its gradient). The kernel (oneDNN on the CPU, cuDNN on
         CUDA) then runs the whole sequence; only the carried state of dropped units, which the
         kernel zeroes, is recomputed from the last step.
         """
