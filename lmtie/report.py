@@ -249,8 +249,8 @@ def ablations(all_runs: pd.DataFrame, preset: str) -> pd.DataFrame:
     epoch beside the base's at that same epoch (NaN while the base has not got there).
 
     Runs that have not completed an epoch are left out. Validation only: an ablation
-    chooses between settings, so its test perplexity is not
-    shown (issue: never tune on the test set). ``change`` names what the run departs in
+    chooses between settings, so its test perplexity is not shown (never tune on the test
+    set). ``change`` names what the run departs in
     (``"detach_target=False"``, ``"tau=10.0, alpha=6.5"``); ``valid_diff`` = run − base.
 
     Returns:
@@ -260,7 +260,8 @@ def ablations(all_runs: pd.DataFrame, preset: str) -> pd.DataFrame:
         FileNotFoundError, ValueError: as :func:`read_metrics`.
     """
     bases = {(c.corpus, c.size, c.variant, c.seed): c for c in preset_configs(preset)}
-    ids = set(all_runs["run_id"])
+    done = dict(zip(all_runs["run_id"], all_runs["epochs_run"], strict=True))
+    dirs = dict(zip(all_runs["run_id"], all_runs["run_dir"], strict=True))
     rows = []
     for _, run in all_runs[all_runs["epochs_run"] > 0].iterrows():  # an epoch to compare
         base_config = bases.get((run["corpus"], run["size"], run["variant"], run["seed"]))
@@ -269,11 +270,8 @@ def ablations(all_runs: pd.DataFrame, preset: str) -> pd.DataFrame:
         base_id = base_config.run_id
         valid = read_metrics(run["run_dir"]).set_index("epoch")["valid_ppl"]
         epoch = int(valid.index.max())
-        base_dir = Path(run["run_dir"]).parent / base_id
-        base = (read_metrics(base_dir).set_index("epoch")["valid_ppl"]
-                if base_id in ids and all_runs.loc[all_runs["run_id"] == base_id,
-                                                   "epochs_run"].item() > 0
-                else pd.Series(dtype=float))
+        base = (read_metrics(dirs[base_id]).set_index("epoch")["valid_ppl"]
+                if done.get(base_id, 0) > 0 else pd.Series(dtype=float))
         base_valid = base.get(epoch, np.nan)
         rows.append({**{c: run[c] for c in ("corpus", "size", "model", "seed", "status",
                                             "run_id", "command")},
