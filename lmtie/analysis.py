@@ -47,6 +47,32 @@ def subspace_distance(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
     return float(np.sqrt(np.mean(sines**2)))
 
 
+def centred_subspace_distance(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
+    """:func:`subspace_distance` with the constant direction 1 projected out of both spans
+    (every column minus its mean): the part of the distance J^aug can act on.
+
+    J^aug compares softmax(W h / τ) with ỹ, and a softmax ignores a shift of all logits, so the
+    component of W along 1 gets no gradient from it (eq. 3.1 has no bias, Decision A3):
+    ``W = Lᵀ A + 1 cᵀ`` minimises J^aug for any c, at a :func:`subspace_distance` of up to
+    1/√d (one of d principal angles at 90°), and at a centred distance of 0.
+
+    Args:
+        a, b: ``(V, d)`` float matrices (Lᵀ and W), full column rank after centring.
+
+    Returns:
+        float in [0, 1], as :func:`subspace_distance`.
+
+    Raises:
+        ValueError: shapes differ or are not 2-D.
+
+    Paper: Sec. 6.2; Deviation: our diagnostic beside Decision S1, not the plotted distance.
+    """
+    a, b = _float64(a), _float64(b)
+    if a.ndim != 2 or a.shape != b.shape:
+        raise ValueError(f"expected two (V, d) matrices of one shape, got {a.shape}, {b.shape}")
+    return subspace_distance(a - a.mean(axis=0), b - b.mean(axis=0))
+
+
 def projection_residual(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
     """Relative residual of projecting ``b`` onto span(``a``): ``‖b − U Uᵀ b‖_F / ‖b‖_F``,
     ``U = orth(a)``. 0 when every column of ``b`` lies in span(``a``), 1 when all are

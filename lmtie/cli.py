@@ -79,13 +79,14 @@ def _parser() -> argparse.ArgumentParser:
                       help="corpora folder (default: $LMTIE_DATA_DIR, else ./data)")
 
     sp = sub.add_parser("subspace", help="Sec. 6.2 / Figure 1: distance(Lᵀ, W) sweeps")
-    sp.add_argument("--sweep", default="both", choices=("a", "b", "both"),
-                    help="a: beta sweep at tau = 10 (Fig. 1a); b: tau sweep at beta = 1 (1b)")
+    sp.add_argument("--sweep", default="both", choices=("a", "b", "both", "convergence"),
+                    help="a: beta sweep at tau = 10 (Fig. 1a); b: tau sweep at beta = 1 (1b); "
+                         "convergence: beta = 1, tau = 10 for 100 epochs, its own CSV")
     sp.add_argument("--seeds", type=int, default=3, help="runs per point (seeds 1..N)")
     sp.add_argument("--results-dir", default="results",
                     help="writes subspace/runs.csv and figures/figure1{a,b}.png under it")
     sp.add_argument("--epochs", type=int, default=None,
-                    help="epochs of every run (default: SubspaceSetup's, 20)")
+                    help="epochs of every run (default: 20; 100 for --sweep convergence)")
     sp.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     sp.add_argument("--threads", type=int, default=1,
                     help="torch threads per job, also used by scipy's distance (default 1)")
@@ -159,10 +160,10 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "subspace":
         from lmtie import subspace
 
-        budget = {} if args.epochs is None else {"epochs": args.epochs}
-        setup = subspace.SubspaceSetup(**budget)
+        epochs = subspace.default_epochs(args.sweep) if args.epochs is None else args.epochs
+        setup = subspace.SubspaceSetup(epochs=epochs)
         if args.plot_only:
-            rows = subspace.read_rows(Path(args.results_dir) / "subspace" / "runs.csv")
+            rows = subspace.read_rows(subspace.csv_path(args.results_dir, args.sweep))
             subspace.draw_figures(rows, args.results_dir, args.sweep)
         else:
             rows = subspace.run_experiment(args.sweep, args.seeds, args.results_dir, setup,
@@ -170,7 +171,8 @@ def _run(args: argparse.Namespace) -> int:
                                            jobs=args.jobs)
         for name in ("a", "b") if args.sweep == "both" else (args.sweep,):
             for point in subspace.summarise(rows, name):
-                print(f"figure 1{name}: beta={point['beta']:g} tau={point['tau']:g} distance "
+                label = name if name == "convergence" else f"figure 1{name}"
+                print(f"{label}: beta={point['beta']:g} tau={point['tau']:g} distance "
                       f"{point['mean']:.3f} ± {point['std']:.3f} (n={point['n']})")
     return 0
 

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from pandas.io.formats.style import Styler
 
-from lmtie import report
+from lmtie import report, subspace
 from lmtie.config import SIZES, VARIANT_LABELS, make_config
 
 
@@ -298,19 +298,25 @@ def ablations_section(results_dir: str | Path) -> list[HTML | Markdown | Styler]
             embed(Path(results_dir) / "figures" / "ablations.png", "Ablations")]
 
 
-def figure1(results_dir: str | Path) -> list[HTML | Markdown]:
-    """The paper's Figure 1 from ``<results_dir>/figures/figure1a.png`` and ``figure1b.png``
-    (written by notebook 05) as embedded images, then the distance per epoch
-    (``figure1{a,b}_epochs.png``) where drawn, or how to produce the missing ones.
+def figure1(results_dir: str | Path) -> list[HTML | Markdown | Styler]:
+    """The paper's Figure 1: the final distance per point beside the paper's
+    (``subspace.report_rows``, from the CSVs under ``<results_dir>/subspace/``), then
+    ``figures/figure1a.png`` and ``figure1b.png`` (written by notebook 05) as embedded images,
+    the distance per epoch (``figure1{a,b}_epochs.png``) and the longer β = 1 run
+    (``figure1_convergence.png``) where drawn, or how to produce the missing ones.
 
-    Raises: nothing. Paper: Sec. 6.2, Figure 1.
+    Raises: ValueError on a malformed results CSV. Paper: Sec. 6.2, Figure 1.
     """
     figures = Path(results_dir) / "figures"
     paths = [figures / f"figure1{p}.png" for p in "ab"]
-    shown: list[HTML | Markdown] = [embed(p, f"Figure 1{p.stem[-1]}")
-                                    for p in paths if p.is_file()]
+    points = subspace.report_rows(results_dir)
+    shown: list[HTML | Markdown | Styler] = [styled(pd.DataFrame(points)).format(
+        "{:g}", subset=["beta", "tau", "epochs"])] if points else []
+    shown += [embed(p, f"Figure 1{p.stem[-1]}") for p in paths if p.is_file()]
     shown += [embed(figures / f"figure1{p}_epochs.png", f"Figure 1{p} over training")
               for p in "ab" if (figures / f"figure1{p}_epochs.png").is_file()]
+    if (figures / "figure1_convergence.png").is_file():
+        shown.append(embed(figures / "figure1_convergence.png", "β = 1, τ = 10 trained longer"))
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
         shown.append(Markdown(

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lmtie import reference, runs
-from lmtie.analysis import projection_residual, subspace_distance
+from lmtie.analysis import centred_subspace_distance, projection_residual, subspace_distance
 from lmtie.config import make_config
 from lmtie.data import Corpus, batchify, bptt_batches
 from lmtie.loss import augmented_kl
@@ -53,13 +53,16 @@ from lmtie.model import RNNLM
 
 BETAS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)  # Figure 1a, at tau = 10
 TAUS = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0)  # Figure 1b, at beta = 1
-SWEEPS = {"a": [(b, 10.0) for b in BETAS], "b": [(1.0, t) for t in TAUS]}
+# "convergence": Figure 1a's β = 1 end trained CONVERGENCE_EPOCHS epochs, to see where the
+# 20-epoch distances were heading; its own CSV and figure (``csv_path``, ``draw_figures``)
+SWEEPS = {"a": [(b, 10.0) for b in BETAS], "b": [(1.0, t) for t in TAUS],
+          "convergence": [(1.0, 10.0)]}
+CONVERGENCE_EPOCHS = 100
 COLUMNS = ("beta", "tau", "seed", "slice_start", "epochs", "final_loss", "final_ce",
            "final_aug_kl", "initial_distance", "final_distance", "final_residual", "wall_s",
-           "distance_per_epoch",
-           "loss_per_epoch", "setup")
+           "distance_per_epoch", "centred_distance_per_epoch", "loss_per_epoch", "setup")
 SMOKE = {"slice_tokens": 2_000, "hidden_size": 16, "epochs": 2}
-_TEXT_COLUMNS = ("distance_per_epoch", "loss_per_epoch", "setup")
+_TEXT_COLUMNS = ("distance_per_epoch", "centred_distance_per_epoch", "loss_per_epoch", "setup")
 _INT_COLUMNS = ("seed", "slice_start", "epochs")
 
 
@@ -134,7 +137,9 @@ def train_point(ids: Tensor, vocab_size: int, beta: float, tau: float, seed: int
         per token; J^aug unscaled, NaN at β = 0), distances in [0, 1] (``initial_distance``
         before training), ``final_residual`` (``projection_residual(Lᵀ, W)``: the distance
         with W's directions weighed by their size, a diagnostic), ``wall_s`` (s),
-        per-epoch distances/losses (JSON), ``setup`` (JSON).
+        per-epoch distances, centred distances (``centred_subspace_distance``: the
+        constant direction, which J^aug cannot see, projected out) and losses (JSON),
+        ``setup`` (JSON).
 
     Raises:
         ValueError: β outside [0, 1], τ ≤ 0, or a slice longer than ``ids``.
@@ -162,6 +167,7 @@ def train_point(ids: Tensor, vocab_size: int, beta: float, tau: float, seed: int
     scale = beta * tau**2 * vocab_size  # eq. 6.1: β · τ²|V|
     initial = subspace_distance(lt, w)
     distances: list[float] = []
+    centred: list[float] = []
     losses: list[float] = []
     for _ in range(setup.epochs):
         sums = torch.zeros(3, dtype=torch.float64, device=dev)  # J^tot, J, J^aug token sums
@@ -191,24 +197,28 @@ def train_point(ids: Tensor, vocab_size: int, beta: float, tau: float, seed: int
                                      f"(beta={beta}, tau={tau}, seed={seed}); lower the lr")
         losses.append(loss)
         distances.append(subspace_distance(lt, w))
+        centred.append(centred_subspace_distance(lt, w))
     return {"beta": beta, "tau": tau, "seed": seed, "slice_start": slice_start,
             "epochs": len(losses),
             "final_loss": loss, "final_ce": ce_mean, "final_aug_kl": aug_mean,
             "initial_distance": initial, "final_distance": distances[-1],
             "final_residual": projection_residual(lt, w),
             "wall_s": time.perf_counter() - start_time,
-            "distance_per_epoch": json.dumps(distances), "loss_per_epoch": json.dumps(losses),
+            "distance_per_epoch": json.dumps(distances),
+            "centred_distance_per_epoch": json.dumps(centred), "loss_per_epoch": json.dumps(losses),
             "setup": setup.to_json()}
 
 
 def sweep_points(sweep: str = "both", seeds: int = 3) -> list[tuple[float, float, int]]:
-    """(β, τ, seed) of Figure 1a (``"a"``), 1b (``"b"``) or both (the shared point β = 1,
-    τ = 10 once), seeds 1..``seeds``, seed-major (a cut-short sweep has whole curves).
+    """(β, τ, seed) of Figure 1a (``"a"``), 1b (``"b"``), both (the shared point β = 1,
+    τ = 10 once) or ``"convergence"``, seeds 1..``seeds``, seed-major (a cut-short sweep has
+    whole curves).
 
     Raises: ValueError for an unknown sweep or ``seeds < 1``. Paper: Sec. 6.2, Figure 1a/b.
     """
-    if sweep not in ("a", "b", "both") or seeds < 1:
-        raise ValueError(f"sweep must be a, b or both and seeds >= 1, got {sweep!r}, {seeds}")
+    if sweep not in (*SWEEPS, "both") or seeds < 1:
+        raise ValueError(f"sweep must be one of {(*SWEEPS, 'both')} and seeds >= 1, got "
+                         f"{sweep!r}, {seeds}")
     pairs = list(dict.fromkeys(SWEEPS["a"] + SWEEPS["b"] if sweep == "both" else SWEEPS[sweep]))
     return [(beta, tau, seed) for seed in range(1, seeds + 1) for beta, tau in pairs]
 
@@ -217,8 +227,22 @@ def _point(row: dict) -> tuple[float, float]:
     return round(float(row["beta"]), 6), round(float(row["tau"]), 6)
 
 
+def default_epochs(sweep: str) -> int:
+    """The epoch budget of a sweep's runs: ``CONVERGENCE_EPOCHS`` for ``"convergence"``, else
+    ``SubspaceSetup``'s (20)."""
+    return CONVERGENCE_EPOCHS if sweep == "convergence" else SubspaceSetup.epochs
+
+
+def csv_path(results_dir: str | Path, sweep: str) -> Path:
+    """Where a sweep's rows live: ``subspace/runs.csv`` (Figure 1a, 1b, both) or
+    ``subspace/convergence.csv`` (its own budget) under ``results_dir``."""
+    name = "convergence" if sweep == "convergence" else "runs"
+    return Path(results_dir) / "subspace" / f"{name}.csv"
+
+
 def read_rows(csv_path: str | Path) -> list[dict]:
     """Rows of the results CSV, numbers parsed (JSON columns stay strings); [] if absent.
+    Rows written before ``centred_distance_per_epoch`` existed get ``"[]"`` there.
 
     Raises: ValueError on a malformed number. Paper: none (bookkeeping)."""
     path = Path(csv_path)
@@ -226,6 +250,7 @@ def read_rows(csv_path: str | Path) -> list[dict]:
         return []
     rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
     for row in rows:
+        row.setdefault("centred_distance_per_epoch", "[]")
         for name in set(COLUMNS) - set(_TEXT_COLUMNS):
             row[name] = int(row[name]) if name in _INT_COLUMNS else float(row[name])
     return rows
@@ -312,6 +337,32 @@ def summarise(rows: list[dict], sweep: str) -> list[dict]:
     return out
 
 
+def paper_distance(beta: float, tau: float) -> float | None:
+    """The paper's distance at (β, τ) where Figure 1 gives one (``reference.FIGURE1``: β = 0
+    and β = 1 at τ = 10), else None. Paper: Figure 1a (values read off the plot)."""
+    known = {(0.0, 10.0): reference.FIGURE1["beta0_tau10"],
+             (1.0, 10.0): reference.FIGURE1["beta1_tau10"]}
+    return known.get((round(beta, 6), round(tau, 6)))
+
+
+def report_rows(results_dir: str | Path) -> list[dict]:
+    """One row per point of Figure 1a, 1b and the convergence runs found under
+    ``results_dir`` (``csv_path``): ``figure``, ``beta``, ``tau``, ``epochs``, ``seeds``,
+    ``distance`` and ``std`` (final distance, mean and std over seeds), ``paper``
+    (:func:`paper_distance`, None where the paper gives no number). [] when no CSV exists.
+
+    Raises: ValueError on a malformed CSV (``read_rows``). Paper: Sec. 6.2, Figure 1.
+    """
+    out = []
+    for sweep, figure in (("a", "1a"), ("b", "1b"), ("convergence", "longer run")):
+        for point in summarise(read_rows(csv_path(results_dir, sweep)), sweep):
+            out.append({"figure": figure, "beta": point["beta"], "tau": point["tau"],
+                        "epochs": point["mean_epochs"], "seeds": point["n"],
+                        "distance": point["mean"], "std": point["std"],
+                        "paper": paper_distance(point["beta"], point["tau"])})
+    return out
+
+
 def plot_figure1(rows: list[dict], sweep: str, path: str | Path) -> Path:
     """Draw Figure 1a (distance vs β, τ = 10) or 1b (vs τ, β = 1): mean ± std over seeds,
     each run as a grey dot, the paper's values (``reference.FIGURE1``) as red crosses.
@@ -389,6 +440,34 @@ def plot_distance_per_epoch(rows: list[dict], sweep: str, path: str | Path) -> P
     return _save(fig, path)
 
 
+def plot_convergence(rows: list[dict], path: str | Path) -> Path:
+    """Distance(Lᵀ, W) per epoch of the ``"convergence"`` runs (β = 1, τ = 10), plain and
+    centred (``centred_subspace_distance``), one line per seed, with the paper's value at
+    that point and 1/√d, where a W that J^aug has fitted but for its constant direction sits.
+
+    Returns ``path`` (PNG, 120 dpi). Raises: ValueError when no row is a convergence run.
+    Paper: Sec. 6.2, Figure 1a (β = 1 end); our addition.
+    """
+    mine = [r for r in rows if _point(r) == SWEEPS["convergence"][0]]
+    if not mine:
+        raise ValueError("no convergence runs; run `lmtie subspace --sweep convergence`")
+    fig, ax = _axes()
+    for r in sorted(mine, key=lambda r: r["seed"]):
+        plain = [r["initial_distance"], *json.loads(r["distance_per_epoch"])]
+        line, = ax.plot(range(len(plain)), plain, label=f"seed {r['seed']}")
+        centred = json.loads(r["centred_distance_per_epoch"])
+        ax.plot(range(1, len(centred) + 1), centred, "--", color=line.get_color(),
+                label=f"seed {r['seed']}, constant direction projected out")
+    d = json.loads(mine[0]["setup"])["hidden_size"]
+    ax.axhline(reference.FIGURE1["beta1_tau10"], color="red", lw=1,
+               label="paper, β = 1, τ = 10 (read off Fig. 1a)")
+    ax.axhline(1 / math.sqrt(d), color="grey", ls=":", label=f"1/√d (d = {d})")
+    ax.set(xlabel="epoch", ylabel="subspace distance (Lᵀ, W)", ylim=(0, 1.05),
+           title="β = 1, τ = 10 trained longer")
+    ax.legend(fontsize=7, loc="upper right")
+    return _save(fig, path)
+
+
 def _axes() -> tuple[Any, Any]:
     """A 5 × 3.6 in matplotlib ``Figure`` (no pyplot state) and its axes. matplotlib is
     imported here: it belongs to the ``notebooks`` extra, and the sweep runs without it."""
@@ -412,9 +491,8 @@ def run_experiment(sweep: str = "both", seeds: int = 3, results_dir: str | Path 
                    ) -> list[dict]:
     """Run (resuming) the Figure 1 sweep on PTB train and draw its figures.
 
-    Writes ``results_dir/subspace/runs.csv`` and, for each sweep with finished runs,
-    ``results_dir/figures/figure1{a,b}.png`` and ``figure1{a,b}_epochs.png`` (distance per
-    epoch). Returns all CSV rows.
+    Writes ``csv_path(results_dir, sweep)`` and the figures of ``draw_figures``. Returns all
+    rows of that CSV.
 
     Raises:
         ValueError: bad sweep/seeds/device/setup; FileNotFoundError: PTB is missing (the
@@ -429,7 +507,7 @@ def run_experiment(sweep: str = "both", seeds: int = 3, results_dir: str | Path 
     dev = resolve_device(device)
     corpus = Corpus("ptb", data_dir)
     results = Path(results_dir)
-    rows = run_sweep(corpus.train, len(corpus.vocab), points, results / "subspace" / "runs.csv",
+    rows = run_sweep(corpus.train, len(corpus.vocab), points, csv_path(results, sweep),
                      setup, dev, progress, jobs)
     draw_figures(rows, results, sweep)
     return rows
@@ -438,8 +516,12 @@ def run_experiment(sweep: str = "both", seeds: int = 3, results_dir: str | Path 
 def draw_figures(rows: list[dict], results_dir: str | Path, sweep: str = "both") -> None:
     """``figures/figure1{a,b}.png`` and ``figure1{a,b}_epochs.png`` under ``results_dir`` for
     each sweep (``"a"``, ``"b"`` or ``"both"``) that has rows (e.g. ``read_rows`` of a sweep
-    cut short). Raises: KeyError for an unknown sweep."""
+    cut short); ``figures/figure1_convergence.png`` for ``"convergence"``.
+    Raises: KeyError for an unknown sweep."""
     figures = Path(results_dir) / "figures"
+    if sweep == "convergence":
+        plot_convergence(rows, figures / "figure1_convergence.png")
+        return
     for name in ("a", "b") if sweep == "both" else (sweep,):
         if summarise(rows, name):
             plot_figure1(rows, name, figures / f"figure1{name}.png")

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from IPython.display import HTML, Markdown
 
-from lmtie import cli, reference, render, report, runs
+from lmtie import cli, reference, render, report, runs, subspace
 from lmtie.config import Config, make_config, preset_configs
 
 SMOKE = {c.variant: c for c in preset_configs("smoke")}
@@ -245,6 +245,16 @@ def test_decisions_and_figure1_section(tmp_path):
     assert base64.b64encode(png.data).decode() in shown[0].data
     os.link(tmp_path / "figures" / "figure1a.png", tmp_path / "figures" / "figure1b_epochs.png")
     assert 'alt="Figure 1b over training"' in render.figure1(tmp_path)[2].data
+    os.link(tmp_path / "figures" / "figure1a.png", tmp_path / "figures" / "figure1_convergence.png")
+    assert 'alt="β = 1, τ = 10 trained longer"' in render.figure1(tmp_path)[-1].data
+    point = {c: 0.0 for c in subspace.COLUMNS} | {
+        "beta": 1.0, "tau": 10.0, "seed": 1, "slice_start": 0, "epochs": 20,
+        "final_distance": 0.8, "distance_per_epoch": "[]", "loss_per_epoch": "[]",
+        "centred_distance_per_epoch": "[]", "setup": "{}"}
+    subspace.write_rows(subspace.csv_path(tmp_path, "both"), [point])
+    table, *figures = render.figure1(tmp_path)  # the table of final distances comes first
+    assert len(figures) == 4 and list(table.data["figure"]) == ["1a", "1b"]
+    assert list(table.data["paper"]) == [0.06, 0.06] and "0.800" in table.to_html()
 
 
 def plotted(fig) -> list[list[float]]:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lmtie import subspace
-from lmtie.analysis import projection_residual, subspace_distance
+from lmtie.analysis import centred_subspace_distance, projection_residual, subspace_distance
 from lmtie.subspace import SubspaceSetup, read_rows, run_sweep, train_point
 
 
@@ -92,6 +92,25 @@ def test_setup_is_validated():
         SubspaceSetup(optimizer="rmsprop")
     with pytest.raises(ValueError, match="epochs"):
         SubspaceSetup(epochs=0)
+
+
+def test_centred_distance_ignores_the_constant_direction(rng):
+    """W = Lᵀ A + 1 cᵀ (what J^aug cannot tell from Lᵀ A): centred distance 0, while the plain
+    distance is one principal angle out of d, i.e. up to 1/√d; ~1/√d when c is large (1 is
+    nearly orthogonal to a random d-dim span of R^V when d << V)."""
+    v, d = 2000, 10
+    lt = rng.standard_normal((v, d))
+    fitted = lt @ (rng.standard_normal((d, d)) + 3 * np.eye(d))
+    for size, low in ((1.0, 0.1), (100.0, 0.99)):
+        w = fitted + np.outer(np.ones(v), size * rng.standard_normal(d))
+        assert centred_subspace_distance(lt, w) == pytest.approx(0.0, abs=1e-7)
+        assert subspace_distance(lt, w) == pytest.approx(residual_distance(lt, w), abs=1e-10)
+        assert low / math.sqrt(d) < subspace_distance(lt, w) <= 1 / math.sqrt(d)
+    other = rng.standard_normal((v, d))  # random spans stay far apart after centring
+    assert centred_subspace_distance(lt, other) == pytest.approx(
+        residual_distance(lt - lt.mean(0), other - other.mean(0)), abs=1e-10)
+    with pytest.raises(ValueError, match="one shape"):
+        centred_subspace_distance(lt, w[:, :3])
 
 
 def test_random_slice_is_contiguous_and_seeded():
@@ -206,6 +225,50 @@ def test_parallel_sweep_equals_sequential(tmp_path, markov_ids):
         run_sweep(markov_ids, VOCAB, points, tmp_path / "x.csv", setup, jobs=0)
 
 
+def test_convergence_sweep_has_its_own_csv_and_figure(tmp_path, markov_ids):
+    setup = replace(TINY, epochs=3)
+    points = subspace.sweep_points("convergence", seeds=1)
+    assert points == [(1.0, 10.0, 1)]
+    path = subspace.csv_path(tmp_path, "convergence")
+    assert path == tmp_path / "subspace" / "convergence.csv"
+    assert subspace.csv_path(tmp_path, "both") == tmp_path / "subspace" / "runs.csv"
+    rows = run_sweep(markov_ids, VOCAB, points, path, setup)
+    centred = json.loads(read_rows(path)[0]["centred_distance_per_epoch"])
+    assert len(centred) == 3 and all(0 <= c <= 1 for c in centred)
+    subspace.draw_figures(rows, tmp_path, "convergence")
+    assert [p.name for p in (tmp_path / "figures").iterdir()] == ["figure1_convergence.png"]
+    with pytest.raises(ValueError, match="no convergence runs"):
+        subspace.plot_convergence([], tmp_path / "x.png")
+
+
+def test_report_rows_put_each_point_beside_the_paper(tmp_path):
+    def row(beta, tau, seed, distance, epochs=20):
+        return {c: 0.0 for c in subspace.COLUMNS} | {
+            "beta": beta, "tau": tau, "seed": seed, "slice_start": 0, "epochs": epochs,
+            "final_distance": distance, "distance_per_epoch": "[]", "loss_per_epoch": "[]",
+            "centred_distance_per_epoch": "[]", "setup": "{}"}
+
+    assert subspace.report_rows(tmp_path) == []
+    subspace.write_rows(subspace.csv_path(tmp_path, "both"),
+                        [row(0.0, 10.0, 1, 0.9), row(0.0, 10.0, 2, 1.0), row(1.0, 2.0, 1, 0.5)])
+    subspace.write_rows(subspace.csv_path(tmp_path, "convergence"), [row(1.0, 10.0, 1, 0.4, 100)])
+    table = subspace.report_rows(tmp_path)
+    assert [(r["figure"], r["beta"], r["tau"], r["seeds"], r["epochs"], r["paper"])
+            for r in table] == [("1a", 0.0, 10.0, 2, 20, 1.0), ("1b", 1.0, 2.0, 1, 20, None),
+                                ("longer run", 1.0, 10.0, 1, 100, 0.06)]
+    assert table[0]["distance"] == pytest.approx(0.95)
+    assert table[0]["std"] == pytest.approx(math.sqrt(0.005))
+
+
+def test_rows_from_before_the_centred_column_still_read(tmp_path):
+    path = tmp_path / "runs.csv"
+    subspace.write_rows(path, [{c: 1 for c in subspace.COLUMNS}])
+    old = path.read_text().replace(",centred_distance_per_epoch", "").replace("1,1,1,", "1,1,", 1)
+    path.write_text(old)
+    row = read_rows(path)[0]
+    assert row["centred_distance_per_epoch"] == "[]" and row["final_distance"] == 1.0
+
+
 def test_summary_and_figure(tmp_path):
     rows = [{"beta": b, "tau": 10.0, "seed": s, "final_distance": 1.0 - 0.9 * b + 0.01 * s,
              "epochs": 5} for b in subspace.BETAS for s in (1, 2, 3)]
@@ -248,6 +311,9 @@ def test_cli_subspace_wires_its_flags(monkeypatch, capsys):
     assert seen == {"sweep": "b", "seeds": 4, "results_dir": "out", "device": "cpu",
                     "setup": SubspaceSetup(epochs=7), "progress": False, "jobs": 2}
     assert capsys.readouterr().out.count("distance 0.500 ± 0.000 (n=1)") == 6
+    cli.main(["subspace", "--sweep", "convergence", "--seeds", "1", "--quiet"])
+    assert seen["sweep"] == "convergence" and seen["setup"] == SubspaceSetup(epochs=100)
+    assert "convergence: beta=1 tau=10 distance" in capsys.readouterr().out
 
 
 def test_cli_plot_only_draws_from_the_csv_without_training(tmp_path, monkeypatch, capsys):
