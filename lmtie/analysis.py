@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.linalg
 import torch
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
-from lmtie.data import Vocabulary
+from lmtie.data import Vocabulary, bptt_batches
 from lmtie.loss import augmented_target_log_probs
 from lmtie.model import RNNLM
 
@@ -132,6 +134,68 @@ def augmented_target_entropy(embedding_weight: Tensor, targets: Tensor, tau: flo
         torch.special.entr(augmented_target_log_probs(embedding_weight, chunk, tau).exp()).sum(-1)
         for chunk in words.split(1024)])
     return float((entropy.double() * counts).sum() / counts.sum())
+
+
+def alignment_sums(wh: Tensor, targets: Tensor, embedding_weight: Tensor) -> Tensor:
+    """Per-token statistics of how W h_t follows Lᵀ u_t, summed over the N tokens: ``(3,)``
+    float64 ``[Σ std(W h_t), Σ std(Lᵀ u_t), Σ corr(W h_t, Lᵀ u_t)]``, std and Pearson
+    correlation taken over the |V| words (so a shift of all logits, which softmax ignores,
+    changes nothing).
+
+    Args:
+        wh: ``(N, V)`` float logits W h_t without bias. targets: ``(N,)`` int64 y*_t.
+        embedding_weight: ``(V, D)`` float, Lᵀ (u_t = its row ``targets[t]``).
+
+    Raises:
+        ValueError: mismatched shapes.
+
+    Paper: Sec. 4, eqs. 4.3-4.5 (J^aug drives W h_t to Lᵀ u_t up to a constant).
+    """
+    if wh.dim() != 2 or targets.shape != wh.shape[:1] or embedding_weight.shape[0] != wh.shape[1]:
+        raise ValueError(f"expected wh (N, V), targets (N,), embedding_weight (V, D); got "
+                         f"{tuple(wh.shape)}, {tuple(targets.shape)}, "
+                         f"{tuple(embedding_weight.shape)}")
+    z = wh.double() - wh.double().mean(-1, keepdim=True)
+    t = (embedding_weight[targets] @ embedding_weight.t()).double()
+    t = t - t.mean(-1, keepdim=True)
+    z_norm, t_norm = z.norm(dim=-1), t.norm(dim=-1)
+    corr = (z * t).sum(-1) / (z_norm * t_norm)
+    scale = math.sqrt(wh.shape[1] - 1)  # std with ddof 1 from the centred norm
+    return torch.stack([(z_norm / scale).sum(), (t_norm / scale).sum(), corr.sum()])
+
+
+@torch.no_grad()
+def logit_alignment(model: RNNLM, data: Tensor, bptt: int) -> dict[str, float]:
+    """How closely an evaluation-mode model's logits follow the augmented loss's target logits
+    over ``data`` (state carried across segments): the paper's Sec. 4 mechanism, measured.
+
+    Args:
+        model: an :class:`RNNLM`. data: ``(L, B)`` int64 from ``batchify``. bptt: segment length.
+
+    Returns:
+        ``logit_std`` (mean over tokens of the std over words of W h_t, bias left out),
+        ``target_logit_std`` (the same for Lᵀ u_t, u_t the target's word vector) and
+        ``logit_target_corr`` (mean Pearson correlation of the two over words, in [−1, 1]).
+
+    Raises:
+        ValueError: ``data`` has fewer than two rows.
+
+    Paper: Sec. 4, eqs. 4.3-4.5; our addition (a number behind Sec. 4's argument).
+    """
+    if data.shape[0] < 2:
+        raise ValueError(f"need at least two rows of data, got {tuple(data.shape)}")
+    was_training = model.training
+    model.eval()
+    data = data.to(model.embedding.weight.device)
+    state = model.init_state(data.shape[1])
+    sums = torch.zeros(3, dtype=torch.float64, device=data.device)
+    for inputs, targets in bptt_batches(data, bptt):
+        wh, state = model(inputs, state)
+        sums += alignment_sums(wh.flatten(0, 1), targets.reshape(-1), model.embedding.weight)
+    model.train(was_training)
+    n = (data.shape[0] - 1) * data.shape[1]
+    logit_std, target_std, corr = (sums / n).tolist()
+    return {"logit_std": logit_std, "target_logit_std": target_std, "logit_target_corr": corr}
 
 
 @torch.no_grad()

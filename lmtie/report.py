@@ -36,9 +36,10 @@ TABLE1_COLUMNS = ["corpus", "size", "model", "seed", "status", "valid_ppl", "pap
                   "valid_diff", "test_ppl", "paper_test_ppl", "test_diff", "n_params_m",
                   "paper_n_params_m", "epochs_run", "best_epoch", "max_batches", "preset",
                   "device", "git_sha", "run_id", "command"]
+ALIGNMENT_KEYS = ("logit_std", "target_logit_std", "logit_target_corr")  # analysis.logit_alignment
 RUN_COLUMNS = [*Config().to_dict(), *_FINAL_KEYS, "status", "run_id", "model", "git_sha",
                "threads", "torch", "start_time", "mean_p_unk", "mean_target_rank",
-               "target_entropy", "uniform_entropy", "phrases",
+               "target_entropy", "uniform_entropy", *ALIGNMENT_KEYS, "phrases",
                "command", "run_dir"]
 ABLATION_COLUMNS = ["corpus", "size", "model", "seed", "change", "status", "epoch",
                     "valid_ppl", "base_valid_ppl", "valid_diff", "run_id", "base_run_id",
@@ -159,6 +160,7 @@ def _run_row(run_dir: Path, expected: Config | None, preset: str | None) -> dict
             "mean_target_rank": predictions["mean_target_rank"],
             "target_entropy": predictions.get("target_entropy", np.nan),
             "uniform_entropy": predictions.get("uniform_entropy", np.nan),
+            **{k: predictions.get(k, np.nan) for k in ALIGNMENT_KEYS},
             "phrases": predictions["phrases"]}
 
 
@@ -344,15 +346,17 @@ def qualitative_table(long: pd.DataFrame, phrase: int) -> pd.DataFrame:
 def unk_rank(runs_frame: pd.DataFrame) -> pd.DataFrame:
     """Mean p(<unk>) and mean rank of the target (1 = top) over the whole test set, per run,
     with test perplexity and provenance; and the mean entropy of the augmented target ỹ (at
-    the run's τ) over the test targets beside its ceiling log V (ỹ uniform). Our additions
-    to Sec. 6.4 and Sec. 3 (no paper numbers); NaN for runs finished before the entropy was
+    the run's τ) over the test targets beside its ceiling log V (ỹ uniform), and how closely
+    the logits W h follow Lᵀu (``analysis.logit_alignment``, Sec. 4). Our additions to
+    Sec. 6.4, Sec. 3 and Sec. 4 (no paper numbers); NaN for runs finished before a number was
     recorded (``lmtie evaluate`` adds it).
 
     Raises: nothing.
     """
     return finished(runs_frame)[["corpus", "size", "model", "seed", "test_ppl", "mean_p_unk",
                                  "mean_target_rank", "target_entropy", "uniform_entropy",
-                                 "preset", "epochs_run", "device", "git_sha", "run_id"]]
+                                 *ALIGNMENT_KEYS, "preset", "epochs_run", "device", "git_sha",
+                                 "run_id"]]
 
 
 def save_table(table: pd.DataFrame, path: str | Path) -> pd.DataFrame:

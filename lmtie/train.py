@@ -18,7 +18,12 @@ import torch
 from tqdm import tqdm
 
 from lmtie import reference, runs
-from lmtie.analysis import augmented_target_entropy, subspace_distance, top_k_predictions
+from lmtie.analysis import (
+    augmented_target_entropy,
+    logit_alignment,
+    subspace_distance,
+    top_k_predictions,
+)
 from lmtie.config import Config
 from lmtie.data import Corpus, batchify, bptt_batches, num_bptt_batches
 from lmtie.loss import LossParts, lm_loss
@@ -309,7 +314,9 @@ def finish(config: Config, model: RNNLM, corpus: Corpus, run_dir: Path, best_pat
         # ỹ at the run's τ over the test targets, beside its ceiling log V (uniform)
         "target_entropy": augmented_target_entropy(model.embedding.weight, corpus.test[1:],
                                                    config.tau),
-        "uniform_entropy": math.log(len(corpus.vocab))})
+        "uniform_entropy": math.log(len(corpus.vocab)),
+        # Sec. 4: how closely W h follows Lᵀu over the test set (batch eval_batch_size)
+        **logit_alignment(model, batchify(corpus.test, config.eval_batch_size), config.bptt)})
     runs.write_json(run_dir / "final.json", final)
     return final
 

@@ -2,12 +2,13 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from lmtie import loss
-from lmtie.analysis import augmented_target_entropy
+from lmtie.analysis import alignment_sums, augmented_target_entropy
 from lmtie.loss import augmented_kl, lm_loss
 
 
@@ -195,3 +196,18 @@ def test_per_token_targets_give_the_same_kl(batch, monkeypatch):
     assert augmented_kl(wh, targets, emb, 2.0).item() == pytest.approx(expected, rel=1e-6)
     parts = lm_loss(wh.reshape(3, 4, -1), None, targets.reshape(3, 4), emb, alpha=1.0, tau=2.0)
     assert parts.aug_kl.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_alignment_sums_against_numpy(batch):
+    wh, targets, emb = batch
+    target_logits = (emb[targets] @ emb.t()).double().numpy()  # Lᵀ u_t per row
+    z = wh.double().numpy()
+    expected = [z.std(-1, ddof=1).sum(), target_logits.std(-1, ddof=1).sum(),
+                sum(np.corrcoef(a, b)[0, 1] for a, b in zip(z, target_logits, strict=True))]
+    assert alignment_sums(wh, targets, emb).tolist() == pytest.approx(expected, rel=1e-9)
+    # W h = 2 Lᵀu + a shift per token (what eq. 4.3 drives towards): correlation 1
+    aligned = 2 * (emb[targets] @ emb.t()) + torch.arange(len(targets))[:, None]
+    stds, target_stds, corr = alignment_sums(aligned, targets, emb).tolist()
+    assert corr == pytest.approx(len(targets)) and stds == pytest.approx(2 * target_stds)
+    with pytest.raises(ValueError, match="expected wh"):
+        alignment_sums(wh[:, :5], targets, emb)

@@ -100,6 +100,8 @@ def test_run_files_and_same_seed_is_identical(tmp_path, tiny_ptb):
     assert len(predictions["phrases"]) == 4 and len(predictions["phrases"][0]["top10"]) == 10
     assert 1 <= predictions["mean_target_rank"] <= final["n_params"]
     assert 0 < predictions["target_entropy"] < predictions["uniform_entropy"]
+    assert -1 <= predictions["logit_target_corr"] <= 1
+    assert predictions["logit_std"] > 0 and predictions["target_logit_std"] > 0
     env = runs.read_json(run_a / "env.json")
     assert env["torch"] == torch.__version__ and env["device"] == "cpu"
 
