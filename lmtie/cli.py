@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="weight of J^aug (default gamma * tau for +AL/+REAL, else 0)")
     train.add_argument("--no-detach-target", action="store_true",
                        help="let the gradient flow through ỹ (ablation of Decision A2)")
+    train.add_argument("--output-bias", action="store_true",
+                       help="keep a free output bias b in a tied model (ablation: the paper's "
+                            "RE has b = 0); b enters J only (Decision A3)")
     train.add_argument("--preset", default="",
                        help="run_id suffix (default: derived from the options that depart "
                             "from the preset, e.g. -e1 for --epochs 1)")
@@ -101,22 +104,30 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _SUFFIX = {"epochs": "e", "max_batches": "b", "tau": "tau", "alpha": "alpha"}
+_SWITCHES = {"detach_target": "nodetach", "output_bias": "bias"}  # ablation switches
+_SCHEDULE = ("epochs", "max_batches")  # shortening a run is not an ablation
 
 
 def _train_config(args: argparse.Namespace) -> Config:
     """The config of ``lmtie train``. A run that departs from the preset (fewer epochs, an
     ablation) gets a run_id suffix naming the change, e.g. ``-e1`` or ``-tau10``, unless
-    ``--preset`` names one, so it never overwrites the full-schedule run."""
+    ``--preset`` names one, so it never overwrites the full-schedule run. An ablation (a
+    change of the model or the loss, not only of the schedule) is validation-only: it
+    chooses between settings, so no test-set number is computed for it."""
     overrides = {k: v for k, v in (("epochs", args.epochs), ("max_batches", args.max_batches),
                                    ("tau", args.tau), ("alpha", args.alpha)) if v is not None}
     if args.no_detach_target:
         overrides["detach_target"] = False
+    if args.output_bias:
+        overrides["output_bias"] = True
     base = make_config(args.corpus, args.size, args.variant, seed=args.seed)
     config = make_config(args.corpus, args.size, args.variant, seed=args.seed, **overrides)
+    changed = [k for k in overrides if getattr(base, k) != getattr(config, k)]
     preset = args.preset or "-".join(
-        f"{_SUFFIX[k]}{v:g}".replace(".", "p") if k in _SUFFIX else "nodetach"
-        for k, v in overrides.items() if getattr(base, k) != getattr(config, k))
-    return config.replace(preset=preset)
+        _SWITCHES[k] if k in _SWITCHES else f"{_SUFFIX[k]}{overrides[k]:g}".replace(".", "p")
+        for k in changed)
+    return config.replace(preset=preset,
+                          valid_only=any(k not in _SCHEDULE for k in changed))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,6 +63,8 @@ class Config:
     alpha: float = 0.0
     tau: float = _TAU
     detach_target: bool = True  # Decision A2: ỹ is a target (stop-gradient)
+    output_bias: bool | None = None  # b in y_t (2.3); None = the paper's: b unless tied
+    valid_only: bool = False  # ablations: no test-set number is computed (never tune on test)
     lr: float = 1.0
     lr_decay: float = 0.9
     lr_decay_start: int = 5
@@ -76,6 +78,8 @@ class Config:
     preset: str = ""  # suffix of shortened runs, e.g. "smoke" (part of run_id)
 
     def __post_init__(self) -> None:
+        if self.output_bias is None:  # Sec. 4: RE has b = 0; a free b is an ablation
+            object.__setattr__(self, "output_bias", not self.tied)
         _choice("corpus", self.corpus, CORPORA)
         _choice("size", self.size, SIZES)
         _choice("variant", self.variant, VARIANTS)
@@ -170,7 +174,7 @@ def make_config(corpus: str = "ptb", size: str = "small", variant: str = "vd",
         corpus=corpus, size=size, variant=variant,
         embedding_dim=units, hidden_size=units,
         dropout=_DROPOUT[corpus].get(size, 0.0), init_range=init_range,
-        tied=variant in ("re", "real"),
+        tied=variant in ("re", "real"), output_bias=None,
         alpha=_GAMMA[corpus] * tau if augmented else 0.0, tau=tau,
         lr_decay=decay, lr_decay_start=decay_start, clip_norm=clip, epochs=epochs,
     )

@@ -22,19 +22,21 @@ State = tuple[Tensor, Tensor]  # (h, c), each (num_layers, B, H)
 
 
 class RNNLM(nn.Module):
-    """2-layer LSTM language model with optional tying W = Lᵀ (RE) and no bias when tied.
+    """2-layer LSTM language model with optional tying W = Lᵀ (RE), no bias when tied.
 
     Args:
         vocab_size: V.
         config: embedding_dim D, hidden_size H, num_layers, dropout (drop rate),
-            init_range (uniform init in ±init_range for every weight, Decision T1), tied.
+            init_range (uniform init in ±init_range for every weight, Decision T1), tied,
+            output_bias (b; False for tied models unless set, as the paper's RE).
 
     Attributes:
         embedding: ``nn.Embedding(V, D)``; its weight ``(V, D)`` is the paper's **Lᵀ**.
         lstm: ``nn.LSTM(D, H, num_layers)``; ``bias_hh_l*`` are frozen at zero so each gate
             has one bias, as in TensorFlow's LSTM cell of the paper's code.
         projection: ``nn.Linear(H, V)``; weight ``(V, H)`` is the paper's **W**; when tied it
-            *is* ``embedding.weight`` (same tensor) and has no bias (b = 0).
+            *is* ``embedding.weight`` (same tensor) and has no bias (b = 0) unless
+            ``config.output_bias`` keeps one (ablation; b enters J only, Decision A3).
 
     Raises:
         ValueError: tied with D != H (also checked by ``Config``).
@@ -50,7 +52,7 @@ class RNNLM(nn.Module):
         self.dropout = config.dropout
         self.embedding = nn.Embedding(vocab_size, config.embedding_dim)
         self.lstm = nn.LSTM(config.embedding_dim, config.hidden_size, config.num_layers)
-        self.projection = nn.Linear(config.hidden_size, vocab_size, bias=not config.tied)
+        self.projection = nn.Linear(config.hidden_size, vocab_size, bias=config.output_bias)
         if config.tied:
             self.projection.weight = self.embedding.weight  # Paper: Sec. 4 (RE), W = Lᵀ
         for name, param in self.named_parameters():
@@ -62,7 +64,7 @@ class RNNLM(nn.Module):
 
     @property
     def bias(self) -> Tensor | None:
-        """Output bias b ``(V,)``, or None when tied (b = 0)."""
+        """Output bias b ``(V,)``, or None without one (tied: b = 0)."""
         return self.projection.bias
 
     def n_params(self) -> int:

@@ -64,6 +64,10 @@ def train_command(config: Config) -> str:
             continue
         if name == "detach_target":
             command += " --no-detach-target"
+        elif name == "output_bias":
+            command += " --output-bias"
+        elif name == "valid_only":  # set by `lmtie train` for ablations
+            continue
         elif name in _FLAGS:
             command += f" {_FLAGS[name]} {value}"
         else:
@@ -111,7 +115,8 @@ def load_runs(results_dir: str | Path, preset: str | None = None) -> pd.DataFram
     Raises:
         FileNotFoundError: a run dir lacks ``config.json``; a run that completed all its
             epochs lacks ``final.json``; a finished one lacks ``env.json``/
-            ``predictions.json`` (the message names the file and how to re-measure the run).
+            ``predictions.json`` (not written for validation-only ablations; the message
+            names the file and how to re-measure the run).
         ValueError: a corrupt or incomplete run file (names it), or, with ``preset``, a run
             dir whose ``config.json`` is not the preset's config.
     """
@@ -152,10 +157,13 @@ def _run_row(run_dir: Path, expected: Config | None, preset: str | None) -> dict
                 "start_time": env.get("start_time"), "command": f"{command} --resume"}
     final = _read_dict(run_dir / "final.json", _FINAL_KEYS, hint)
     env = _read_dict(run_dir / "env.json", ("git_sha",), hint)
+    row = {**row, **{k: final[k] for k in _FINAL_KEYS}, "status": "finished",
+           "git_sha": env["git_sha"], "threads": env.get("threads"),
+           "torch": env.get("torch"), "start_time": env.get("start_time")}
+    if config.valid_only:  # an ablation: no test-set numbers
+        return {**row, "test_ppl": np.nan}
     predictions = _read_dict(run_dir / "predictions.json", _PREDICTION_KEYS, hint)
-    return {**row, **{k: final[k] for k in _FINAL_KEYS}, "status": "finished",
-            "git_sha": env["git_sha"], "threads": env.get("threads"),
-            "torch": env.get("torch"), "start_time": env.get("start_time"),
+    return {**row,
             "mean_p_unk": predictions["mean_p_unk"],
             "mean_target_rank": predictions["mean_target_rank"],
             "target_entropy": predictions.get("target_entropy", np.nan),
@@ -239,9 +247,10 @@ def table1(runs_frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _change(config: Config, base: Config) -> str:
-    """What ``config`` changes from ``base``, e.g. ``"detach_target=False"``."""
+    """What ``config`` changes from ``base``, e.g. ``"detach_target=False"`` (its name and
+    whether it is validation-only follow from the change)."""
     return ", ".join(f"{name}={value}" for name, value in config.to_dict().items()
-                     if name != "preset" and value != getattr(base, name))
+                     if name not in ("preset", "valid_only") and value != getattr(base, name))
 
 
 def ablations(all_runs: pd.DataFrame, preset: str) -> pd.DataFrame:

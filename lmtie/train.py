@@ -286,24 +286,29 @@ def fit(config: Config, *, data_dir: str | Path | None = None,
 def finish(config: Config, model: RNNLM, corpus: Corpus, run_dir: Path, best_path: Path,
            device: torch.device, history: list[dict], progress: bool = False) -> dict:
     """Load the best checkpoint, measure test perplexity (Decision E1), write ``final.json``
-    and ``predictions.json``; returns the final dict.
+    and ``predictions.json``; returns the final dict. A ``config.valid_only`` run (an
+    ablation) touches no test data: ``test_ppl`` is None and no ``predictions.json``.
 
     Args:
         history: the ``metrics.jsonl`` rows of the run (one per completed epoch).
     """
     best = runs.load_checkpoint(best_path)
     model.load_state_dict(best["model"])
-    test = evaluate(model, batchify(corpus.test, config.test_batch_size), config.bptt,
-                    unk_id=corpus.vocab.stoi["<unk>"], progress=progress)
     final = {
         "run_id": config.run_id, "corpus": config.corpus, "size": config.size,
         "variant": config.variant, "tied": config.tied, "alpha": config.alpha,
         "tau": config.tau, "seed": config.seed, "n_params": model.n_params(),
         "epochs_run": len(history), "best_epoch": best["epoch"],
-        "valid_ppl": history[best["epoch"] - 1]["valid_ppl"], "test_ppl": test.perplexity,
+        "valid_ppl": history[best["epoch"] - 1]["valid_ppl"], "test_ppl": None,
         "eval_batch_size": config.eval_batch_size, "test_batch_size": config.test_batch_size,
         "preset": config.preset, "wall_s": history[-1]["elapsed_s"], "device": str(device),
     }
+    if config.valid_only:
+        runs.write_json(run_dir / "final.json", final)
+        return final
+    test = evaluate(model, batchify(corpus.test, config.test_batch_size), config.bptt,
+                    unk_id=corpus.vocab.stoi["<unk>"], progress=progress)
+    final["test_ppl"] = test.perplexity
     phrases = [{"context": p["context"], "target": p["target"],
                 "top10": top_k_predictions(model, corpus.vocab, p["context"], 10)}
                for p in reference.PHRASES if config.corpus == "ptb"]  # PTB test phrases

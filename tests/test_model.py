@@ -23,6 +23,10 @@ def test_tied_shares_storage_and_has_no_bias():
     untied, _ = small_model("vd")
     assert untied.projection.weight.data_ptr() != untied.embedding.weight.data_ptr()
     assert untied.bias is not None and untied.bias.shape == (50,)
+    biased, config = small_model("real", output_bias=True)  # ablation: tied with a free b
+    assert biased.projection.weight is biased.embedding.weight and biased.bias.shape == (50,)
+    assert biased.n_params() == model.n_params() + 50
+    assert config.replace(output_bias=None).output_bias is False  # None: the paper's choice
 
 
 @pytest.mark.parametrize(("corpus", "size", "tied"), sorted(N_PARAMS_M))

@@ -23,7 +23,7 @@ def top10(first: str) -> list[list]:
     return [[w, round(0.2 - 0.02 * i, 3)] for i, w in enumerate(words)]
 
 
-def write_run(results: Path, config: Config, valid: list[float], test: float,
+def write_run(results: Path, config: Config, valid: list[float], test: float | None,
               distances: list[float] | None = None, first_word: str = "federal",
               p_unk: float = 0.05, rank: float = 120.0) -> Path:
     """A finished run dir as ``fit`` writes it (DESIGN.md §3), with chosen numbers."""
@@ -35,12 +35,13 @@ def write_run(results: Path, config: Config, valid: list[float], test: float,
          "valid_ppl": v, "subspace_distance": None if distances is None else distances[e - 1],
          "tokens_per_s": 1000.0, "elapsed_s": 10.0 * e} for e, v in enumerate(valid, 1)])
     best = int(np.argmin(valid)) + 1
-    runs.write_json(run_dir / "predictions.json", {
-        "run_id": config.run_id, "best_epoch": best, "n_tokens": 82_429,
-        "mean_p_unk": p_unk, "mean_target_rank": rank, "target_entropy": 9.0,
-        "uniform_entropy": math.log(10_000),
-        "phrases": [{"context": p["context"], "target": p["target"], "top10": top10(first_word)}
-                    for p in reference.PHRASES]})
+    if not config.valid_only:  # an ablation has no test-set numbers (train.finish)
+        runs.write_json(run_dir / "predictions.json", {
+            "run_id": config.run_id, "best_epoch": best, "n_tokens": 82_429,
+            "mean_p_unk": p_unk, "mean_target_rank": rank, "target_entropy": 9.0,
+            "uniform_entropy": math.log(10_000),
+            "phrases": [{"context": p["context"], "target": p["target"],
+                         "top10": top10(first_word)} for p in reference.PHRASES]})
     runs.write_json(run_dir / "final.json", {
         "run_id": config.run_id, "corpus": config.corpus, "size": config.size,
         "variant": config.variant, "tied": config.tied, "alpha": config.alpha,
@@ -111,9 +112,17 @@ def test_train_command_round_trips_through_the_cli_for_every_preset():
             argv = report.train_command(config).split()[1:]
             assert cli._train_config(cli._parser().parse_args(argv)) == config
     ablation = make_config("ptb", "small", "al", tau=10.0, detach_target=False,
-                           preset="tau10-nodetach")
+                           preset="tau10-nodetach", valid_only=True)  # ablation: no test
     argv = report.train_command(ablation).split()[1:]
     assert cli._train_config(cli._parser().parse_args(argv)) == ablation
+    biased = make_config("ptb", "small", "real", epochs=5, output_bias=True,
+                         preset="e5-bias", valid_only=True)
+    argv = report.train_command(biased).split()[1:]
+    assert "--output-bias" in argv
+    assert cli._train_config(cli._parser().parse_args(argv)) == biased
+    shortened = make_config("ptb", "small", "real", epochs=5, preset="e5")  # not an ablation
+    assert cli._train_config(cli._parser().parse_args(
+        report.train_command(shortened).split()[1:])) == shortened
     with pytest.raises(ValueError, match="bptt"):
         report.train_command(make_config(bptt=20))
 
@@ -270,8 +279,9 @@ def _error(kind: type[Exception], function, *args) -> str:
 
 
 def test_ablations_sit_beside_their_base_at_the_same_epoch(results):
-    nodetach = SMOKE["real"].replace(detach_target=False, preset="smoke-nodetach")
-    write_run(results, nodetach, [104.0], 99.0)  # one epoch; the base has 110 there
+    nodetach = SMOKE["real"].replace(detach_target=False, preset="smoke-nodetach",
+                                     valid_only=True)
+    write_run(results, nodetach, [104.0], None)  # one epoch; the base has 110 there
     longer = SMOKE["vd"].replace(epochs=3, preset="smoke-e3")
     write_run(results, longer, [121.0, 101.0, 97.0], 93.0)  # the base has no epoch 3
     table = report.ablations(report.load_runs(results), "smoke")
@@ -283,6 +293,8 @@ def test_ablations_sit_beside_their_base_at_the_same_epoch(results):
     assert math.isnan(table["base_valid_ppl"][0]) and table["base_valid_ppl"][1] == 110.0
     assert table["valid_diff"][1] == -6.0
     assert "test_ppl" not in table  # validation only: ablations choose settings
+    finished = report.load_runs(results).set_index("run_id").loc[nodetach.run_id]
+    assert finished["status"] == "finished" and math.isnan(finished["test_ppl"])
     assert report.ablations(report.load_runs(results, "smoke"), "smoke").empty
     just_started = results / "runs" / SMOKE["re"].replace(tau=5.0, preset="smoke-tau5").run_id
     runs.write_json(just_started / "config.json",

@@ -106,6 +106,19 @@ def test_run_files_and_same_seed_is_identical(tmp_path, tiny_ptb):
     assert env["torch"] == torch.__version__ and env["device"] == "cpu"
 
 
+def test_valid_only_run_touches_no_test_data(tmp_path, tiny_ptb, monkeypatch):
+    config = tiny_config(epochs=1, output_bias=True, valid_only=True)
+    evaluated = []
+    real_evaluate = train.evaluate
+    monkeypatch.setattr(train, "evaluate", lambda model, data, *a, **k: (
+        evaluated.append(data.shape[1]), real_evaluate(model, data, *a, **k))[1])
+    run_dir = fit(config, tmp_path, tiny_ptb)
+    final = runs.read_json(run_dir / "final.json")
+    assert final["test_ppl"] is None and math.isfinite(final["valid_ppl"])
+    assert not (run_dir / "predictions.json").exists()
+    assert evaluated == [config.eval_batch_size]  # the one validation pass, no batch-1 test
+
+
 def test_kill_and_resume_equals_uninterrupted(tmp_path, tiny_ptb, monkeypatch):
     config = tiny_config("al")
     whole = fit(config, tmp_path / "whole", tiny_ptb)
