@@ -77,38 +77,51 @@ def plot_valid_curves(metrics: pd.DataFrame) -> Figure | None:
 
 
 def plot_ablations(metrics: pd.DataFrame, table: pd.DataFrame) -> Figure | None:
-    """Validation perplexity per epoch of each ablation run (dashed) among the preset's runs of
-    its corpus and size (solid), one colour per model, one panel per (corpus, size); the y
-    axis stops at 1.6 × the lowest perplexity so that late differences show. None when
+    """Validation perplexity per epoch of the ablation runs, one panel per base run: the base
+    (solid black), the VD-LSTM run of its corpus and size (solid grey, the baseline every
+    variant should beat) and each ablation (dashed, a colour each). The y axis runs from
+    0.95 × to 1.6 × the panel's lowest perplexity, so that late differences show; a run that
+    ends above it (e.g. one that diverged) says where in its legend entry. None when
     ``table`` is empty.
 
     Args:
-        metrics: a :func:`lmtie.report.load_metrics` frame holding the ablation runs and the
-            preset's runs. table: a :func:`lmtie.report.ablations` frame.
+        metrics: a :func:`lmtie.report.load_metrics` frame holding the ablation runs, their
+            base runs and the VD-LSTM runs. table: a :func:`lmtie.report.ablations` frame.
 
     Raises: nothing.
     """
     if table.empty:
         return None
-    changes = dict(zip(table["run_id"], table["change"], strict=True))
-    colours = dict(zip(VARIANT_LABELS.values(), sns.color_palette(n_colors=4), strict=True))
-    cells = list(dict.fromkeys(zip(table["corpus"], table["size"], strict=True)))
-    fig = Figure(figsize=(1.6 + 5 * len(cells), 3.8), layout="constrained")
-    axes = fig.subplots(1, len(cells), squeeze=False)[0]
-    for ax, (corpus, size) in zip(axes, cells, strict=True):
-        cell = metrics[(metrics["corpus"] == corpus) & (metrics["size"] == size)]
-        for run_id, rows in cell.groupby("run_id", sort=False):
-            model = rows["model"].iloc[0]
-            ablation = run_id in changes
-            ax.plot(rows["epoch"], rows["valid_ppl"], "--" if ablation else "-",
-                    marker="." if ablation else None, color=colours[model],
-                    label=f"{model}, {changes[run_id]}" if ablation else model)
-        ax.set(title=f"{corpus} {size}", xlabel="epoch", ylabel="validation perplexity",
-               ylim=(None, 1.6 * cell["valid_ppl"].min()))
+    bases = list(dict.fromkeys(table["base_run_id"]))
+    fig = Figure(figsize=(0.6 + 4.6 * len(bases), 5.4), layout="constrained")
+    axes = fig.subplots(1, len(bases), squeeze=False)[0]
+    for ax, base_id in zip(axes, bases, strict=True):
+        rows = table[table["base_run_id"] == base_id]
+        first = rows.iloc[0]
+        vd = metrics[(metrics["corpus"] == first["corpus"]) & (metrics["size"] == first["size"])
+                     & (metrics["variant"] == "vd") & ~metrics["run_id"].isin(table["run_id"])]
+        lines = [(base_id, first["model"], {"color": "black"})]
+        lines += [(vd_id, "VD-LSTM", {"color": "0.6"})
+                  for vd_id in dict.fromkeys(vd["run_id"]) if vd_id != base_id]
+        colours = sns.color_palette(n_colors=len(rows))
+        lines += [(run_id, change, {"color": colour, "linestyle": "--", "marker": "."})
+                  for run_id, change, colour in zip(rows["run_id"], rows["change"], colours,
+                                                    strict=True)]
+        shown = metrics[metrics["run_id"].isin([run_id for run_id, _, _ in lines])]
+        low = shown["valid_ppl"].min()
+        top = 1.6 * low
+        for run_id, label, style in lines:
+            run = metrics[metrics["run_id"] == run_id]
+            last = run.sort_values("epoch")["valid_ppl"].iloc[-1]
+            if last > top:
+                label += f" (ends at {last:.4g}, off the plot)"
+            ax.plot(run["epoch"], run["valid_ppl"], label=label, **style)
+        ax.set(title=f"{first['corpus']} {first['size']} {first['model']}", xlabel="epoch",
+               ylabel="validation perplexity", ylim=(0.95 * low, top))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle("Ablations (dashed) beside the preset's runs (solid): validation perplexity")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))  # below
+    fig.suptitle("Ablations (dashed) beside their base run (black): validation perplexity")
     return fig
 
 

@@ -246,6 +246,67 @@ def table1(runs_frame: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+GAP_TOLERANCE = 3.0  # test perplexity points from the paper's that count as reproduced
+CLAIM_COLUMNS = ["corpus", "size", "claim", "paper", "ours", "ours_test", "paper_test"]
+
+
+def _ordering(numbers: dict[str, float], lower: str, others: list[str]) -> tuple[Any, str]:
+    """("yes"/"no", or NaN when a number is missing; the numbers as text) for "``lower`` has
+    a lower perplexity than each of ``others``"."""
+    values = [numbers.get(model, np.nan) for model in (lower, *others)]
+    text = f"{lower} {values[0]:.2f} vs " + ", ".join(
+        f"{model} {value:.2f}" for model, value in zip(others, values[1:], strict=True))
+    if any(np.isnan(values)):
+        return np.nan, text
+    return ("yes" if all(values[0] < v for v in values[1:]) else "no"), text
+
+
+def claims(table: pd.DataFrame) -> pd.DataFrame:
+    """The paper's pattern (Sec. 6.3, PAPER.md §5) checked on our test perplexities: +REAL
+    lowest of the four, each variant below VD-LSTM, and +AL against +RE in the paper's order
+    for that size (+AL lower for small, +RE for medium and large); then each of our test
+    perplexities within ``GAP_TOLERANCE`` of the paper's. One row per claim and (corpus,
+    size) with at least one finished run of ours (the lowest seed per variant).
+
+    Args:
+        table: a :func:`table1` frame (or ``tables/table1.csv``).
+
+    Returns:
+        ``CLAIM_COLUMNS`` frame: ``paper``/``ours`` "yes" or "no" (NaN where a number is
+        missing: the paper has no VD-LSTM row for WikiText-2, or a run has not finished);
+        ``ours_test``/``paper_test`` the perplexities compared.
+
+    Raises: nothing.
+    """
+    rows = []
+    done = table[table["status"] == "finished"].sort_values("seed", kind="stable")
+    for (corpus, size), cell in done.groupby(["corpus", "size"], sort=False):
+        cell = cell.drop_duplicates("model")  # the lowest seed of each variant
+        ours = dict(zip(cell["model"], cell["test_ppl"], strict=True))
+        paper = {VARIANT_LABELS[v]: reference.paper_perplexity(corpus, size, v)[1]
+                 for v in VARIANTS if reference.paper_perplexity(corpus, size, v)}
+        al, re_, real, vd = (VARIANT_LABELS[v] for v in ("al", "re", "real", "vd"))
+        first, second = (al, re_) if paper.get(al, np.inf) < paper.get(re_, np.inf) else (
+            re_, al)
+        specs = [(f"{real} lowest of the four", real, [vd, al, re_]),
+                 *((f"{m} below {vd}", m, [vd]) for m in (al, re_, real)),
+                 (f"{first} below {second}", first, [second])]
+        for claim, lower, others in specs:
+            ours_holds, ours_text = _ordering(ours, lower, others)
+            paper_holds, paper_text = _ordering(paper, lower, others)
+            rows.append({"corpus": corpus, "size": size, "claim": claim, "paper": paper_holds,
+                         "ours": ours_holds, "ours_test": ours_text, "paper_test": paper_text})
+        for _, run in cell.iterrows():
+            if np.isnan(run["paper_test_ppl"]):
+                continue
+            rows.append({"corpus": corpus, "size": size, "paper": np.nan,
+                         "claim": f"{run['model']} within {GAP_TOLERANCE:g} of the paper",
+                         "ours": "yes" if abs(run["test_diff"]) <= GAP_TOLERANCE else "no",
+                         "ours_test": f"{run['test_ppl']:.2f} (Δ {run['test_diff']:+.2f})",
+                         "paper_test": f"{run['paper_test_ppl']:.2f}"})
+    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+
+
 def _change(config: Config, base: Config) -> str:
     """What ``config`` changes from ``base``, e.g. ``"detach_target=False"`` (its name and
     whether it is validation-only follow from the change)."""
@@ -255,14 +316,16 @@ def _change(config: Config, base: Config) -> str:
 
 def ablations(all_runs: pd.DataFrame, preset: str) -> pd.DataFrame:
     """Runs beside a preset's: each run of ``all_runs`` (``load_runs(results_dir)``) that is
-    not one of ``preset_configs(preset)`` but has its base there (same corpus, size, variant
-    and seed, the preset's settings), with the validation perplexity at its last completed
-    epoch beside the base's at that same epoch (NaN while the base has not got there).
+    not one of ``preset_configs(preset)`` but has its base there (same corpus, size and
+    variant, the preset's settings; another seed is a change too), with the validation
+    perplexity at its last completed epoch beside the base's at that same epoch (NaN while the
+    base has not got there).
 
     Runs that have not completed an epoch are left out. Validation only: an ablation
     chooses between settings, so its test perplexity is not shown (never tune on the test
     set). ``change`` names what the run departs in
-    (``"detach_target=False"``, ``"tau=10.0, alpha=6.5"``); ``valid_diff`` = run − base.
+    (``"detach_target=False"``, ``"tau=10.0, alpha=6.5"``, ``"seed=2"``); ``valid_diff`` =
+    run − base.
 
     Returns:
         ``ABLATION_COLUMNS`` frame, one row per ablation run (empty without one).
@@ -270,12 +333,12 @@ def ablations(all_runs: pd.DataFrame, preset: str) -> pd.DataFrame:
     Raises:
         FileNotFoundError, ValueError: as :func:`read_metrics`.
     """
-    bases = {(c.corpus, c.size, c.variant, c.seed): c for c in preset_configs(preset)}
+    bases = {(c.corpus, c.size, c.variant): c for c in preset_configs(preset)}
     done = dict(zip(all_runs["run_id"], all_runs["epochs_run"], strict=True))
     dirs = dict(zip(all_runs["run_id"], all_runs["run_dir"], strict=True))
     rows = []
     for _, run in all_runs[all_runs["epochs_run"] > 0].iterrows():  # an epoch to compare
-        base_config = bases.get((run["corpus"], run["size"], run["variant"], run["seed"]))
+        base_config = bases.get((run["corpus"], run["size"], run["variant"]))
         if base_config is None or run["run_id"] == base_config.run_id:
             continue
         base_id = base_config.run_id

@@ -3,6 +3,7 @@
 import base64
 import math
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,33 @@ def test_table1_ours_beside_paper_and_commands_for_missing_cells(results):
         expected = reference.paper_perplexity(corpus, size, variant)
         if expected:
             assert (row["paper_valid_ppl"], row["paper_test_ppl"]) == expected
+
+
+def test_claims_check_the_papers_pattern_on_ours(results):
+    # fixture: VD-LSTM test 95, +REAL 85; add +AL 86 and +RE 84 (ours: +RE below +AL)
+    write_run(results, SMOKE["al"], [105.0], 86.0)
+    write_run(results, SMOKE["re"], [104.0], 84.0)
+    write_run(results, SMOKE["al"].replace(seed=2, preset="smoke-seed2"), [99.0], 80.0)
+    table = report.table1(report.load_runs(results))
+    claims = report.claims(table).set_index("claim")
+    assert list(claims.columns) == report.CLAIM_COLUMNS[:2] + report.CLAIM_COLUMNS[3:]
+    assert list(claims.index[:5]) == ["+REAL lowest of the four", "+AL below VD-LSTM",
+                                      "+RE below VD-LSTM", "+REAL below VD-LSTM",
+                                      "+AL below +RE"]  # the paper's order for small
+    assert claims.loc["+REAL lowest of the four", "paper"] == "yes"  # 82.7 < 87.3, 82.9, 85.1
+    assert claims.loc["+REAL lowest of the four", "ours"] == "no"  # +RE has 84 < 85
+    assert claims.loc["+REAL lowest of the four", "ours_test"] == (
+        "+REAL 85.00 vs VD-LSTM 95.00, +AL 86.00, +RE 84.00")  # seed 1, not seed 2's 80
+    assert claims.loc["+AL below +RE", "ours"] == "no"
+    assert (claims.loc[["+AL below VD-LSTM", "+RE below VD-LSTM", "+REAL below VD-LSTM"],
+                       "ours"] == "yes").all()
+    within = claims.loc["+AL within 3 of the paper"]  # 86 − 82.9 = 3.1 > 3
+    assert (within["ours"], within["ours_test"], within["paper_test"]) == (
+        "no", "86.00 (Δ +3.10)", "82.90")
+    assert math.isnan(within["paper"])
+    assert claims.loc["+RE within 3 of the paper", "ours"] == "yes"  # 84 − 85.1
+    assert claims.loc["VD-LSTM within 3 of the paper", "ours"] == "no"  # 95 − 87.3
+    assert report.claims(table[table["status"] != "finished"]).empty
 
 
 def test_train_command_round_trips_through_the_cli_for_every_preset():
@@ -296,16 +324,31 @@ def test_ablations_sit_beside_their_base_at_the_same_epoch(results):
     finished = report.load_runs(results).set_index("run_id").loc[nodetach.run_id]
     assert finished["status"] == "finished" and math.isnan(finished["test_ppl"])
     assert report.ablations(report.load_runs(results, "smoke"), "smoke").empty
+    reseeded = SMOKE["real"].replace(seed=2, preset="smoke-seed2")  # another seed: a change
+    write_run(results, reseeded, [115.0, 95.0], 90.0)
+    row = report.ablations(report.load_runs(results), "smoke").set_index("run_id").loc[
+        reseeded.run_id]
+    assert (row["change"], row["base_run_id"], row["valid_diff"]) == (
+        "seed=2", SMOKE["real"].run_id, 5.0)
+    shutil.rmtree(results / "runs" / reseeded.run_id)
     just_started = results / "runs" / SMOKE["re"].replace(tau=5.0, preset="smoke-tau5").run_id
     runs.write_json(just_started / "config.json",
                     SMOKE["re"].replace(tau=5.0, preset="smoke-tau5").to_dict())
     runs.write_jsonl(just_started / "metrics.jsonl", [])  # no epoch yet: left out
     assert len(report.ablations(report.load_runs(results), "smoke")) == 2
 
+    diverged = SMOKE["real"].replace(tau=1.0, preset="smoke-tau1", valid_only=True)
+    write_run(results, diverged, [150.0, 5000.0], None)
+    table = report.ablations(report.load_runs(results), "smoke")
     fig = render.plot_ablations(report.load_metrics(report.load_runs(results)), table)
-    assert plotted(fig) == [[104.0], [110.0, 90.0], [120.0, 100.0], [121.0, 101.0, 97.0]]
-    dashed = sorted(line.get_label() for line in fig.axes[0].lines if line.get_linestyle() == "--")
-    assert dashed == ["+REAL, detach_target=False", "VD-LSTM, epochs=3"]
+    _, real_panel = fig.axes  # one panel per base run, in the table's order
+    assert plotted(fig) == [[120.0, 100.0], [121.0, 101.0, 97.0]]
+    lines = {line.get_label(): (line.get_linestyle(), [float(y) for y in line.get_ydata()])
+             for line in real_panel.lines}
+    assert lines == {"+REAL": ("-", [110.0, 90.0]), "VD-LSTM": ("-", [120.0, 100.0]),
+                     "detach_target=False": ("--", [104.0]),
+                     "tau=1.0 (ends at 5000, off the plot)": ("--", [150.0, 5000.0])}
+    assert real_panel.get_ylim() == pytest.approx((0.95 * 90.0, 1.6 * 90.0))
     assert render.plot_ablations(report.load_metrics(report.load_runs(results)),
                                  table.iloc[0:0]) is None
 
