@@ -125,6 +125,48 @@ def plot_ablations(metrics: pd.DataFrame, table: pd.DataFrame) -> Figure | None:
     return fig
 
 
+def plot_augmented(metrics: pd.DataFrame, table: pd.DataFrame) -> Figure | None:
+    """The augmented term over training, for every run that trains with it (+AL, +REAL and
+    their ablations): J^aug on the training set (nats per token, log scale) and the mean
+    entropy of its target ỹ over the validation targets (nats; log |V| = no word similarity;
+    recorded from 2026-12-02 on). One line per run; None when no run has ``train_aug_kl > 0``.
+
+    Args:
+        metrics: a :func:`lmtie.report.load_metrics` frame. table: a
+            :func:`lmtie.report.ablations` frame (its ``change`` labels the ablation runs).
+
+    Raises: nothing. Paper: eqs. 3.2, 3.7.
+    """
+    augmented = metrics.groupby("run_id")["train_aug_kl"].transform("max") > 0
+    metrics = metrics[augmented]
+    if metrics.empty:
+        return None
+    changes = dict(zip(table["run_id"], table["change"], strict=True))
+    fig = Figure(figsize=(11, 5.2), layout="constrained")
+    kl_ax, entropy_ax = fig.subplots(1, 2, sharex=True)
+    for run_id, rows in metrics.groupby("run_id", sort=False):
+        first = rows.iloc[0]
+        label = f"{first['corpus']} {first['size']} {first['model']}"
+        label += f", {changes[run_id]}" if run_id in changes else ""
+        style = {"linestyle": "--", "marker": "."} if run_id in changes else {}
+        (line,) = kl_ax.plot(rows["epoch"], rows["train_aug_kl"], label=label, **style)
+        entropy_ax.plot(rows["epoch"], rows["target_entropy"], color=line.get_color(),
+                        **style)  # NaN (not recorded) draws nothing
+    kl_ax.set(title="J^aug = KL(ỹ ‖ ŷ) on the training set", xlabel="epoch",
+              ylabel="nats per token", yscale="log")
+    entropy_ax.set(title="entropy of ỹ over the validation targets", xlabel="epoch",
+                   ylabel="nats")
+    if metrics["target_entropy"].isna().all():
+        entropy_ax.text(0.5, 0.5, "not recorded for these runs\n(metrics.jsonl from 2026-12-02 on)",
+                        transform=entropy_ax.transAxes, ha="center", va="center")
+    for ax in (kl_ax, entropy_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    fig.legend(fontsize=7, loc="outside lower center", ncols=2)
+    fig.suptitle("The augmented loss during training (dashed: ablations)")
+    return fig
+
+
 def plot_subspace_distance(table: pd.DataFrame) -> Figure | None:
     """Subspace distance(Lᵀ, W) over epochs of the untied runs; 1 = orthogonal, 0 = equal;
     None when ``table`` is empty (no untied run has completed an epoch).
@@ -297,9 +339,9 @@ NO_ABLATIONS = ("no ablation runs yet. `lmtie train` with a departing setting (e
 
 
 def ablations_section(results_dir: str | Path) -> list[HTML | Markdown | Styler]:
-    """The report's ablation section from ``tables/ablations.csv`` and ``figures/ablations.png``
-    (written by notebook 02): the table without commands and the figure, or a note on how to
-    make an ablation run.
+    """The report's ablation section from ``tables/ablations.csv``, ``figures/ablations.png``
+    and ``figures/augmented.png`` (written by notebook 02): the table without commands and the
+    figures, or a note on how to make an ablation run.
 
     Raises:
         FileNotFoundError: ``tables/ablations.csv`` is missing (run notebook 02 first).
@@ -307,8 +349,10 @@ def ablations_section(results_dir: str | Path) -> list[HTML | Markdown | Styler]
     table = report.read_table(results_dir, "ablations")
     if table.empty:
         return [Markdown(f"*{NO_ABLATIONS[0].upper()}{NO_ABLATIONS[1:]}.*")]
-    return [styled(table.drop(columns="command"), 2),
-            embed(Path(results_dir) / "figures" / "ablations.png", "Ablations")]
+    figures = Path(results_dir) / "figures"
+    return [styled(table.drop(columns="command"), 2), embed(figures / "ablations.png",
+                                                          "Ablations"),
+            embed(figures / "augmented.png", "The augmented loss during training")]
 
 
 def figure1(results_dir: str | Path) -> list[HTML | Markdown | Styler]:

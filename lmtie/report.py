@@ -178,7 +178,8 @@ def finished(runs_frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_metrics(run_dir: str | Path) -> pd.DataFrame:
-    """``metrics.jsonl`` of one run: one row per epoch, plus ``train_ppl = exp(train_ce)``.
+    """``metrics.jsonl`` of one run: one row per epoch, plus ``train_ppl = exp(train_ce)``;
+    ``target_entropy`` is NaN for runs made before it was recorded.
 
     Raises:
         FileNotFoundError: no ``metrics.jsonl`` (names it).
@@ -196,6 +197,8 @@ def read_metrics(run_dir: str | Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     frame["train_ppl"] = np.exp(frame["train_ce"].astype(float))
     frame["subspace_distance"] = frame["subspace_distance"].astype(float)  # None -> NaN
+    if "target_entropy" not in frame:  # recorded per epoch from 2026-12-02 on
+        frame["target_entropy"] = np.nan
     return frame
 
 

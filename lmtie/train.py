@@ -191,7 +191,8 @@ def fit(config: Config, *, data_dir: str | Path | None = None,
     """Train ``config`` and write its run dir; returns ``results_dir/<run_id>``.
 
     Per epoch: SGD at ``config.lr_at(epoch)``, validation perplexity (batch
-    ``eval_batch_size``), subspace distance(Lᵀ, W) when untied, then ``best.pt`` (when the
+    ``eval_batch_size``), subspace distance(Lᵀ, W) when untied, the mean entropy of ỹ (at
+    ``config.tau``, nats) over the validation targets, then ``best.pt`` (when the
     validation perplexity improved) and ``last.pt`` (always) in the checkpoint dir, and the
     ``metrics.jsonl`` row. At the end the best checkpoint gives the test perplexity (batch
     ``test_batch_size``, Decision E1), ``final.json`` and ``predictions.json``.
@@ -264,6 +265,9 @@ def fit(config: Config, *, data_dir: str | Path | None = None,
                                      f"is {row['valid_ppl']}; {keep}")
         row["subspace_distance"] = None if config.tied else subspace_distance(
             model.embedding.weight, model.projection.weight)
+        # how much word similarity J^aug's target carries now (log V: none), for every run
+        row["target_entropy"] = augmented_target_entropy(model.embedding.weight,
+                                                         corpus.valid[1:], config.tau)
         wall += time.perf_counter() - epoch_start
         row["elapsed_s"] = wall  # wall time since the run started (training + validation)
         history.append(row)

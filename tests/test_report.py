@@ -364,6 +364,30 @@ def test_ablations_section_shows_table_and_figure_or_how_to_make_one(results):
                               results / "tables" / "ablations.csv")
     render.save_figure(render.plot_ablations(report.load_metrics(all_runs), table),
                        results / "figures" / "ablations.png")
-    shown, figure = render.ablations_section(results)
+    shown, figure, augmented = render.ablations_section(results)
     assert "tau=10.0" in shown.to_html() and "command" not in shown.data.columns
     assert isinstance(figure, HTML) and figure.data.startswith("<img src=\"data:image/png")
+    assert isinstance(augmented, Markdown) and "not produced yet" in augmented.data
+
+
+def test_augmented_figure_draws_the_runs_that_train_with_it(results):
+    real = SMOKE["real"]
+    rows = runs.read_jsonl(results / "runs" / real.run_id / "metrics.jsonl")
+    runs.write_jsonl(results / "runs" / real.run_id / "metrics.jsonl", [
+        {**row, "train_aug_kl": kl, "target_entropy": h}
+        for row, kl, h in zip(rows, (0.01, 0.02), (9.1, 9.0), strict=True)])
+    write_run(results, real.replace(tau=10.0, preset="smoke-tau10"), [100.0], 95.0)
+    tau10 = results / "runs" / real.replace(tau=10.0, preset="smoke-tau10").run_id
+    runs.write_jsonl(tau10 / "metrics.jsonl", [  # made before target_entropy was recorded
+        {**runs.read_jsonl(tau10 / "metrics.jsonl")[0], "train_aug_kl": 0.1}])
+    all_runs = report.load_runs(results)
+    fig = render.plot_augmented(report.load_metrics(all_runs), report.ablations(all_runs, "smoke"))
+    kl_ax, entropy_ax = fig.axes
+    assert {line.get_label(): list(line.get_ydata()) for line in kl_ax.lines} == {
+        "ptb small +REAL": [0.01, 0.02], "ptb small +REAL, tau=10.0": [0.1]}  # not VD-LSTM
+    assert kl_ax.get_yscale() == "log"
+    entropies = [list(line.get_ydata()) for line in entropy_ax.lines]
+    assert entropies[0] == [9.1, 9.0] and math.isnan(entropies[1][0])
+    vd_only = report.load_runs(results, "smoke").query("variant == 'vd'")
+    assert render.plot_augmented(report.load_metrics(vd_only), report.ablations(
+        all_runs, "smoke")) is None

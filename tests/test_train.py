@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from lmtie import data, runs, train
+from lmtie import analysis, data, runs, train
 from lmtie.config import make_config
 from lmtie.data import batchify
 from lmtie.model import RNNLM
@@ -89,6 +89,12 @@ def test_run_files_and_same_seed_is_identical(tmp_path, tiny_ptb):
                                  "subspace_distance", "tokens_per_s", "elapsed_s"} <= set(rows_a[0])
     assert rows_a[0]["subspace_distance"] is None  # tied: W = Lᵀ, nothing to measure
     assert rows_a[0]["train_aug_kl"] > 0
+    corpus = data.Corpus("ptb", tiny_ptb)
+    model = RNNLM(len(corpus.vocab), config)
+    model.load_state_dict(runs.load_checkpoint(tmp_path / "a" / "ckpt" / config.run_id
+                                               / "last.pt")["model"])
+    assert rows_a[-1]["target_entropy"] == pytest.approx(  # ỹ of the last epoch's L
+        analysis.augmented_target_entropy(model.embedding.weight, corpus.valid[1:], 20.0))
     assert without_times(rows_a) == without_times(runs.read_jsonl(run_b / "metrics.jsonl"))
     final = runs.read_json(run_a / "final.json")
     assert final == {**runs.read_json(run_b / "final.json"), "wall_s": final["wall_s"]}
