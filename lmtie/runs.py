@@ -120,7 +120,9 @@ def git_sha() -> str | None:
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    """What ``env.json`` records: git sha, versions, device, threads, start time (UTC)."""
+    """What ``env.json`` records: git sha, versions, device, the CPU's vector instruction set
+    as torch uses it (``cpu_capability``, e.g. AVX2 or AVX512: kernels, and so the last bits
+    of a run, differ between CPUs, and SGD amplifies them), threads, start time (UTC)."""
     return {
         "git_sha": git_sha(),
         "python": platform.python_version(),
@@ -128,6 +130,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "platform": platform.platform(),
         "device": str(device),
         "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),
         "start_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -110,6 +110,7 @@ def test_run_files_and_same_seed_is_identical(tmp_path, tiny_ptb):
     assert predictions["logit_std"] > 0 and predictions["target_logit_std"] > 0
     env = runs.read_json(run_a / "env.json")
     assert env["torch"] == torch.__version__ and env["device"] == "cpu"
+    assert env["cpu_capability"] in {"DEFAULT", "NO AVX", "AVX2", "AVX512", "ZVECTOR", "SVE256"}
 
 
 def test_valid_only_run_touches_no_test_data(tmp_path, tiny_ptb, monkeypatch):
