@@ -107,13 +107,16 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def git_sha() -> str | None:
-    """The current commit of the working tree (with ``-dirty``), or None outside git."""
+    """The current commit (with ``-dirty`` when the package's own files differ from it), or
+    None outside git. Result files changing under ``results/`` (runs in progress) do not
+    make it dirty: they are not the code that ran."""
     try:
         here = Path(__file__).parent
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=here, capture_output=True, text=True, check=True).stdout
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                "."], cwd=here, capture_output=True, text=True,
+                               check=True).stdout
         return sha + ("-dirty" if dirty.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return None
