@@ -136,6 +136,36 @@ def augmented_target_entropy(embedding_weight: Tensor, targets: Tensor, tau: flo
     return float((entropy.double() * counts).sum() / counts.sum())
 
 
+@torch.no_grad()
+def augmented_target_mass(embedding_weight: Tensor, targets: Tensor, words: Tensor,
+                          tau: float) -> float:
+    """Mean probability that the augmented target ỹ_t = softmax(Lᵀ u_t / τ) puts on ``words``,
+    over the target words ``targets``; ``len(words) / V`` when ỹ is uniform. With ``words`` the
+    most frequent words it shows whether ỹ carries similarity or word frequency: a tied model
+    without a bias must hold the unigram prior in L itself.
+
+    Args:
+        embedding_weight: ``(V, D)`` float, Lᵀ. targets: ``(N,)`` int64 word ids.
+        words: ``(K,)`` int64 distinct word ids. tau: > 0.
+
+    Returns:
+        float in [0, 1], the mean over the N tokens.
+
+    Raises:
+        ValueError: ``tau <= 0`` or no targets.
+
+    Paper: eqs. 3.6-3.7 (our addition, a diagnostic of Sec. 3's ỹ).
+    """
+    if tau <= 0 or targets.numel() == 0:
+        raise ValueError(f"need tau > 0 and at least one target, got tau={tau}, "
+                         f"{targets.numel()} targets")
+    unique, counts = torch.unique(targets.to(embedding_weight.device), return_counts=True)
+    words = words.to(embedding_weight.device)
+    mass = torch.cat([augmented_target_log_probs(embedding_weight, chunk, tau).exp()[:, words]
+                      .sum(-1) for chunk in unique.split(1024)])
+    return float((mass.double() * counts).sum() / counts.sum())
+
+
 def alignment_sums(wh: Tensor, targets: Tensor, embedding_weight: Tensor) -> Tensor:
     """Per-token statistics of how W h_t follows Lᵀ u_t, summed over the N tokens: ``(3,)``
     float64 ``[Σ std(W h_t), Σ std(Lᵀ u_t), Σ corr(W h_t, Lᵀ u_t)]``, std and Pearson
