@@ -144,14 +144,16 @@ def plot_augmented(metrics: pd.DataFrame, table: pd.DataFrame) -> Figure | None:
     changes = dict(zip(table["run_id"], table["change"], strict=True))
     fig = Figure(figsize=(11, 5.2), layout="constrained")
     kl_ax, entropy_ax = fig.subplots(1, 2, sharex=True)
-    for run_id, rows in metrics.groupby("run_id", sort=False):
+    groups = metrics.groupby("run_id", sort=False)
+    for (run_id, rows), colour in zip(groups, sns.color_palette("husl", groups.ngroups),
+                                      strict=True):  # a colour of its own for each run
         first = rows.iloc[0]
         label = f"{first['corpus']} {first['size']} {first['model']}"
         label += f", {changes[run_id]}" if run_id in changes else ""
-        style = {"linestyle": "--", "marker": "."} if run_id in changes else {}
-        (line,) = kl_ax.plot(rows["epoch"], rows["train_aug_kl"], label=label, **style)
-        entropy_ax.plot(rows["epoch"], rows["target_entropy"], color=line.get_color(),
-                        **style)  # NaN (not recorded) draws nothing
+        style = {"color": colour, **({"linestyle": "--", "marker": "."} if run_id in changes
+                                     else {})}
+        kl_ax.plot(rows["epoch"], rows["train_aug_kl"], label=label, **style)
+        entropy_ax.plot(rows["epoch"], rows["target_entropy"], **style)  # NaN draws nothing
     kl_ax.set(title="J^aug = KL(ỹ ‖ ŷ) on the training set", xlabel="epoch",
               ylabel="nats per token", yscale="log")
     entropy_ax.set(title="entropy of ỹ over the validation targets", xlabel="epoch",
