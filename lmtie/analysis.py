@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import scipy.linalg
@@ -108,7 +109,6 @@ def projection_residual(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float
         return float(np.linalg.norm(b - u @ (u.T @ b)) / norm)
 
 
-@torch.no_grad()
 def augmented_target_entropy(embedding_weight: Tensor, targets: Tensor, tau: float) -> float:
     """Mean entropy, in nats, of the augmented loss's target ỹ_t = softmax(Lᵀ u_t / τ) over
     the target words ``targets``. At log |V| ỹ is uniform: J^aug then only pulls the tempered
@@ -126,17 +126,10 @@ def augmented_target_entropy(embedding_weight: Tensor, targets: Tensor, tau: flo
     Paper: eqs. 3.6-3.7 (our addition: a number behind Sec. 3's premise that ỹ encodes
     similarity between words).
     """
-    if tau <= 0 or targets.numel() == 0:
-        raise ValueError(f"need tau > 0 and at least one target, got tau={tau}, "
-                         f"{targets.numel()} targets")
-    words, counts = torch.unique(targets.to(embedding_weight.device), return_counts=True)
-    entropy = torch.cat([  # entr(p) = −p log p; 1,024 distinct words at a time
-        torch.special.entr(augmented_target_log_probs(embedding_weight, chunk, tau).exp()).sum(-1)
-        for chunk in words.split(1024)])
-    return float((entropy.double() * counts).sum() / counts.sum())
+    return _mean_over_targets(embedding_weight, targets, tau,
+                              lambda probs: torch.special.entr(probs).sum(-1))  # −Σ p log p
 
 
-@torch.no_grad()
 def augmented_target_mass(embedding_weight: Tensor, targets: Tensor, words: Tensor,
                           tau: float) -> float:
     """Mean probability that the augmented target ỹ_t = softmax(Lᵀ u_t / τ) puts on ``words``,
@@ -156,14 +149,23 @@ def augmented_target_mass(embedding_weight: Tensor, targets: Tensor, words: Tens
 
     Paper: eqs. 3.6-3.7 (our addition, a diagnostic of Sec. 3's ỹ).
     """
+    words = words.to(embedding_weight.device)
+    return _mean_over_targets(embedding_weight, targets, tau,
+                              lambda probs: probs[:, words].sum(-1))
+
+
+@torch.no_grad()
+def _mean_over_targets(embedding_weight: Tensor, targets: Tensor, tau: float,
+                       statistic: Callable[[Tensor], Tensor]) -> float:
+    """Mean over the N target tokens of ``statistic(ỹ)`` (``(U, V)`` → ``(U,)``), computed once
+    per distinct word, 1,024 words at a time. Raises ValueError: ``tau <= 0`` or no targets."""
     if tau <= 0 or targets.numel() == 0:
         raise ValueError(f"need tau > 0 and at least one target, got tau={tau}, "
                          f"{targets.numel()} targets")
-    unique, counts = torch.unique(targets.to(embedding_weight.device), return_counts=True)
-    words = words.to(embedding_weight.device)
-    mass = torch.cat([augmented_target_log_probs(embedding_weight, chunk, tau).exp()[:, words]
-                      .sum(-1) for chunk in unique.split(1024)])
-    return float((mass.double() * counts).sum() / counts.sum())
+    words, counts = torch.unique(targets.to(embedding_weight.device), return_counts=True)
+    values = torch.cat([statistic(augmented_target_log_probs(embedding_weight, chunk, tau).exp())
+                        for chunk in words.split(1024)])
+    return float((values.double() * counts).sum() / counts.sum())
 
 
 def alignment_sums(wh: Tensor, targets: Tensor, embedding_weight: Tensor) -> Tensor:
