@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--output-bias", action="store_true",
                        help="keep a free output bias b in a tied model (ablation: the paper's "
                             "RE has b = 0); b enters J only (Decision A3)")
+    train.add_argument("--aug-bias", action="store_true",
+                       help="with --output-bias: b in ŷ = softmax((W h + b)/τ) too, the Sec. 3 "
+                            "reading 'ŷ is y_t at temperature τ' (ablation of Decision A3)")
+    train.add_argument("--frozen-target", action="store_true",
+                       help="build ỹ from a copy of L taken when each epoch begins, not from "
+                            "the moving L (ablation: no feedback of the target)")
     train.add_argument("--preset", default="",
                        help="run_id suffix (default: derived from the options that depart "
                             "from the preset, e.g. -e1 for --epochs 1)")
@@ -104,7 +110,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _SUFFIX = {"epochs": "e", "max_batches": "b", "tau": "tau", "alpha": "alpha"}
-_SWITCHES = {"detach_target": "nodetach", "output_bias": "bias"}  # ablation switches
+_SWITCHES = {"detach_target": "nodetach", "output_bias": "bias", "aug_bias": "augbias",
+             "frozen_target": "frozen"}  # ablation switches
 _SCHEDULE = ("epochs", "max_batches")  # shortening a run is not an ablation
 
 
@@ -120,6 +127,10 @@ def _train_config(args: argparse.Namespace) -> Config:
         overrides["detach_target"] = False
     if args.output_bias:
         overrides["output_bias"] = True
+    if args.aug_bias:
+        overrides["aug_bias"] = True
+    if args.frozen_target:
+        overrides["frozen_target"] = True
     base = make_config(args.corpus, args.size, args.variant, seed=args.seed)
     config = make_config(args.corpus, args.size, args.variant, seed=args.seed, **overrides)
     changed = [k for k in overrides if getattr(base, k) != getattr(config, k)]

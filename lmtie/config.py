@@ -64,6 +64,8 @@ class Config:
     tau: float = _TAU
     detach_target: bool = True  # Decision A2: ỹ is a target (stop-gradient)
     output_bias: bool | None = None  # b in y_t (2.3); None = the paper's: b unless tied
+    aug_bias: bool = False  # b in ŷ too: softmax((W h + b)/τ), Sec. 3's "y_t at τ" (ablation)
+    frozen_target: bool = False  # ỹ from L as it was when the epoch began (ablation)
     valid_only: bool = False  # ablations: no test-set number is computed (never tune on test)
     lr: float = 1.0
     lr_decay: float = 0.9
@@ -105,6 +107,13 @@ class Config:
                 f"tied=True needs embedding_dim == hidden_size (W = Lᵀ), got "
                 f"{self.embedding_dim} != {self.hidden_size}"
             )
+        if self.aug_bias and not self.output_bias:
+            raise ValueError("aug_bias puts b into ŷ, so it needs a bias: set output_bias "
+                             "(--output-bias) too")
+        if self.frozen_target and not self.detach_target:
+            raise ValueError("frozen_target builds ỹ from a copy of L, through which no "
+                             "gradient can flow: it needs detach_target (drop "
+                             "--no-detach-target)")
         if self.preset and not self.preset.replace("-", "").isalnum():
             raise ValueError(f"preset suffix must be alphanumeric, got {self.preset!r}")
 

@@ -102,16 +102,23 @@ class LossParts:
 
 
 def lm_loss(wh: Tensor, bias: Tensor | None, targets: Tensor, embedding_weight: Tensor, *,
-            alpha: float, tau: float, detach_target: bool = True) -> LossParts:
+            alpha: float, tau: float, detach_target: bool = True,
+            aug_bias: bool = False) -> LossParts:
     """J^tot = J + alpha · J^aug (eq. 3.3) for a ``(T, B)`` segment, as ``LossParts``.
 
     Args:
         wh: ``(T, B, V)`` float, W h_t without bias (``RNNLM.forward``).
         bias: ``(V,)`` output bias b, or None (tied: b = 0).
         targets: ``(T, B)`` int64.
-        embedding_weight: ``(V, D)`` Lᵀ, used only when ``alpha > 0``.
+        embedding_weight: ``(V, D)`` the Lᵀ that ỹ is built from (eq. 3.7), used only when
+            ``alpha > 0``: the model's embedding, or a copy of it (``Config.frozen_target``).
         alpha: weight of J^aug (≥ 0); 0 skips the augmented term entirely.
         tau, detach_target: as in ``augmented_kl``.
+        aug_bias: False (Decision A3): ŷ = softmax(W h / τ). True: ŷ = softmax((W h + b) / τ),
+            so b receives J^aug's gradient too (ablation; needs ``bias``).
+
+    Raises:
+        ValueError: ``aug_bias`` without a ``bias``.
 
     With ỹ a fixed target (``detach_target=True``, the default) the loss runs as one fused
     pass over the logits (``_FusedLoss``: both softmaxes, the gradient of eq. 3.4 written
@@ -120,6 +127,8 @@ def lm_loss(wh: Tensor, bias: Tensor | None, targets: Tensor, embedding_weight: 
 
     Paper: eqs. 2.4, 3.3, 3.4; Decision T2 (sum over time, mean over batch).
     """
+    if aug_bias and bias is None:
+        raise ValueError("aug_bias puts b into ŷ, but the model has no output bias")
     batch_size = targets.shape[1]
     wh = wh.reshape(-1, wh.shape[-1])
     targets = targets.reshape(-1)
@@ -128,7 +137,8 @@ def lm_loss(wh: Tensor, bias: Tensor | None, targets: Tensor, embedding_weight: 
     if alpha > 0 and not detach_target:
         logits = wh if bias is None else wh + bias
         ce = F.cross_entropy(logits, targets)
-        aug = augmented_kl(wh, targets, embedding_weight, tau, detach_target=False)
+        aug = augmented_kl(logits if aug_bias else wh, targets, embedding_weight, tau,
+                           detach_target=False)
         return LossParts((ce + alpha * aug) * scale, ce.detach(), aug.detach(), n_tokens)
     target = None
     if alpha > 0:
@@ -136,7 +146,7 @@ def lm_loss(wh: Tensor, bias: Tensor | None, targets: Tensor, embedding_weight: 
             words, index = distinct_targets(targets)
             target = (augmented_target_log_probs(embedding_weight, words, tau), index)
     stats = torch.empty(2, dtype=wh.dtype, device=wh.device)  # filled with (ce, aug_kl)
-    objective = _FusedLoss.apply(wh, bias, targets, target, alpha, tau, scale, stats)
+    objective = _FusedLoss.apply(wh, bias, targets, target, alpha, tau, scale, stats, aug_bias)
     return LossParts(objective, stats[0], stats[1], n_tokens)
 
 
@@ -147,11 +157,12 @@ class _FusedLoss(torch.autograd.Function):
     + alpha / tau · (softmax(wh / tau) − ỹ)]`` (eqs. 2.4 and 3.4), computed in the forward
     pass from the same buffers, so each (N, V) softmax is evaluated once and no autograd graph
     is built over the logits. ỹ is a constant (Decision A2), given as ``(log ỹ per distinct
-    target (U, V), index (N,))``. The entropy of ỹ enters only the logged KL.
+    target (U, V), index (N,))``. The entropy of ỹ enters only the logged KL. With
+    ``aug_bias`` ŷ is ``softmax((wh + b) / tau)`` and b's gradient holds both terms.
     """
 
     @staticmethod
-    def forward(ctx, wh, bias, targets, target, alpha, tau, scale, stats):
+    def forward(ctx, wh, bias, targets, target, alpha, tau, scale, stats, aug_bias):
         n = targets.numel()
         rows = torch.arange(n, device=targets.device)
         logits = wh if bias is None else wh + bias
@@ -160,20 +171,24 @@ class _FusedLoss(torch.autograd.Function):
         ce = -grad[rows, targets].mean()
         grad.exp_()  # softmax(wh + b)
         grad[rows, targets] -= 1.0
-        # b enters J only (Decision A3: eq. 3.1 has no bias), so its gradient is J's alone
-        grad_bias = grad.sum(0).mul_(scale / n) if bias is not None else None
+        # Decision A3: b enters J only (eq. 3.1 has no bias), so its gradient is J's alone
+        grad_bias = grad.sum(0).mul_(scale / n) if bias is not None and not aug_bias else None
         aug = ce.new_zeros(())
         if target is not None:
             log_target, index = target
             target_probs = log_target.exp()
             neg_entropy = (target_probs * log_target).sum(-1)  # (U,) Σ ỹ log ỹ
             target_rows = target_probs.index_select(0, index)  # (N, V) ỹ
-            log_model = torch.log_softmax(wh / tau, dim=-1)  # (N, V) log ŷ
+            tempered = (wh + bias if aug_bias else wh) / tau
+            log_model = torch.log_softmax(tempered, dim=-1)  # (N, V) log ŷ
+            del tempered
             aug = (neg_entropy.index_select(0, index)
                    - torch.linalg.vecdot(target_rows, log_model)).mean()
             model = log_model.exp_()
             grad.add_(model.sub_(target_rows), alpha=alpha / tau)  # eq. 3.4
         grad.mul_(scale / n)
+        if aug_bias:  # b in ŷ too: its gradient is the logits' gradient summed over tokens
+            grad_bias = grad.sum(0)
         ctx.save_for_backward(grad, grad_bias)
         stats.copy_(torch.stack([ce, aug]))
         return (ce + alpha * aug) * scale
@@ -184,4 +199,4 @@ class _FusedLoss(torch.autograd.Function):
         if grad_bias is not None:
             grad_bias = grad_bias * grad_output
         # in place: the saved (N, V) buffer is used once (no double backward through a loss)
-        return grad.mul_(grad_output), grad_bias, None, None, None, None, None, None
+        return grad.mul_(grad_output), grad_bias, None, None, None, None, None, None, None

@@ -128,15 +128,23 @@ def evaluate(model: RNNLM, data: torch.Tensor, bptt: int, *, unk_id: int | None 
 
 def train_step(model: RNNLM, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
                targets: torch.Tensor, state: State, config: Config,
-               generator: torch.Generator) -> tuple[LossParts, State]:
+               generator: torch.Generator, target_weight: torch.Tensor | None = None
+               ) -> tuple[LossParts, State]:
     """One SGD step on a ``(T, B)`` segment: fresh dropout masks, J^tot (Decision T2),
     global-norm clipping at ``config.clip_norm``; returns the loss parts and the new state
-    (detached: truncated BPTT with the state carried to the next segment)."""
+    (detached: truncated BPTT with the state carried to the next segment).
+
+    Args:
+        target_weight: ``(V, D)`` the Lᵀ that ỹ is built from; None: the model's own
+            embedding (eq. 3.7). ``fit`` passes a copy taken when the epoch began for
+            ``config.frozen_target``.
+    """
     state = (state[0].detach(), state[1].detach())
     masks = model.sample_masks(inputs.shape[1], generator) if config.dropout else None
     wh, state = model(inputs, state, masks)
-    parts = lm_loss(wh, model.bias, targets, model.embedding.weight, alpha=config.alpha,
-                    tau=config.tau, detach_target=config.detach_target)
+    lt = model.embedding.weight if target_weight is None else target_weight
+    parts = lm_loss(wh, model.bias, targets, lt, alpha=config.alpha, tau=config.tau,
+                    detach_target=config.detach_target, aug_bias=config.aug_bias)
     optimizer.zero_grad(set_to_none=True)
     parts.objective.backward()
     torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], config.clip_norm)
@@ -150,6 +158,8 @@ def _train_epoch(model: RNNLM, optimizer: torch.optim.Optimizer, data: torch.Ten
     """One epoch of SGD over ``data`` ``(L, B)``; returns per-token train CE, J^aug, speed."""
     model.train()
     state = model.init_state(config.batch_size)
+    # ỹ from L as it is now, for the whole epoch: no feedback of the moving target (ablation)
+    target_weight = model.embedding.weight.detach().clone() if config.frozen_target else None
     n_batches = num_bptt_batches(data, config.bptt)
     if config.max_batches is not None:
         n_batches = min(n_batches, config.max_batches)
@@ -161,7 +171,8 @@ def _train_epoch(model: RNNLM, optimizer: torch.optim.Optimizer, data: torch.Ten
     for step, (inputs, targets) in enumerate(bptt_batches(data, config.bptt)):
         if step == n_batches:
             break
-        parts, state = train_step(model, optimizer, inputs, targets, state, config, generator)
+        parts, state = train_step(model, optimizer, inputs, targets, state, config, generator,
+                                  target_weight)
         ce_sum += parts.ce * parts.n_tokens
         aug_sum += parts.aug_kl * parts.n_tokens
         n_tokens += parts.n_tokens
@@ -191,8 +202,9 @@ def fit(config: Config, *, data_dir: str | Path | None = None,
     """Train ``config`` and write its run dir; returns ``results_dir/<run_id>``.
 
     Per epoch: SGD at ``config.lr_at(epoch)``, validation perplexity (batch
-    ``eval_batch_size``), subspace distance(Lᵀ, W) when untied, the mean entropy of ỹ (at
-    ``config.tau``, nats) over the validation targets, then ``best.pt`` (when the
+    ``eval_batch_size``; and batch ``test_batch_size`` as ``valid_ppl_test_batch``), subspace
+    distance(Lᵀ, W) when untied, the mean entropy of ỹ (at ``config.tau``, nats) over the
+    validation targets, then ``best.pt`` (when the
     validation perplexity improved) and ``last.pt`` (always) in the checkpoint dir, and the
     ``metrics.jsonl`` row. At the end the best checkpoint gives the test perplexity (batch
     ``test_batch_size``, Decision E1), ``final.json`` and ``predictions.json``.
@@ -246,6 +258,7 @@ def fit(config: Config, *, data_dir: str | Path | None = None,
 
     train = batchify(corpus.train, config.batch_size).to(dev)
     valid = batchify(corpus.valid, config.eval_batch_size)
+    valid_test_batch = batchify(corpus.valid, config.test_batch_size)
     for epoch in range(len(history) + 1, config.epochs + 1):
         lr = config.lr_at(epoch)
         for group in optimizer.param_groups:
@@ -263,6 +276,9 @@ def fit(config: Config, *, data_dir: str | Path | None = None,
         if not math.isfinite(row["valid_ppl"]):
             raise FloatingPointError(f"{config.run_id} epoch {epoch}: validation perplexity "
                                      f"is {row['valid_ppl']}; {keep}")
+        # the test protocol's batch (Decision E1) on the validation stream: valid/test
+        # ratios then compare like with like
+        row["valid_ppl_test_batch"] = evaluate(model, valid_test_batch, config.bptt).perplexity
         row["subspace_distance"] = None if config.tied else subspace_distance(
             model.embedding.weight, model.projection.weight)
         # how much word similarity J^aug's target carries now (log V: none), for every run

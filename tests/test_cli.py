@@ -22,6 +22,11 @@ def test_departures_from_the_preset_get_a_suffix():
     assert config_of("--variant", "al", "--tau", "0.5").run_id.endswith("-tau0p5")
     assert config_of("--variant", "al", "--no-detach-target").detach_target is False
     assert config_of("--epochs", "2", "--preset", "smoke").run_id == "ptb-small-vd-seed1-smoke"
+    both = config_of("--variant", "real", "--output-bias", "--aug-bias", "--epochs", "10")
+    assert both.run_id == "ptb-small-real-seed1-e10-bias-augbias"
+    assert both.aug_bias and both.output_bias and both.valid_only
+    frozen = config_of("--variant", "real", "--frozen-target")
+    assert frozen.run_id.endswith("-frozen") and frozen.frozen_target and frozen.valid_only
 
 
 def test_bad_input_exits_2_with_the_fix(tmp_path, capsys):

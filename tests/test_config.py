@@ -53,6 +53,8 @@ def test_run_ids_and_presets():
     ({"size": "xl"}, "choose one of small, medium, large"),
     ({"variant": "tied"}, "choose one of vd, al, re, real"),
     ({"learning_rate": 1.0}, r"unknown config keys \['learning_rate'\]; valid keys"),
+    ({"output_bias": False, "aug_bias": True}, "needs a bias: set output_bias"),
+    ({"frozen_target": True, "detach_target": False}, "drop --no-detach-target"),
 ])
 def test_impossible_settings_raise_naming_the_choices(changes, message):
     with pytest.raises(ValueError, match=message):

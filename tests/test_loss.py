@@ -163,9 +163,10 @@ def test_bad_inputs(batch):
 
 
 @pytest.mark.parametrize("alpha", [0.0, 13.0])
-@pytest.mark.parametrize("with_bias", [False, True])
-def test_fused_loss_equals_straightforward_autograd(batch, alpha, with_bias):
-    """The fused training path (ỹ detached) = CE + alpha · augmented_kl under autograd."""
+@pytest.mark.parametrize(("with_bias", "aug_bias"), [(False, False), (True, False), (True, True)])
+def test_fused_loss_equals_straightforward_autograd(batch, alpha, with_bias, aug_bias):
+    """The fused training path (ỹ detached) = CE + alpha · augmented_kl under autograd, with
+    ŷ = softmax(W h / τ) (Decision A3) or softmax((W h + b) / τ) (``aug_bias``)."""
     wh, targets, emb = batch
     T, B = 3, 4
     bias = torch.randn(wh.shape[1], dtype=torch.float64) if with_bias else None
@@ -178,11 +179,12 @@ def test_fused_loss_equals_straightforward_autograd(batch, alpha, with_bias):
         return w, b
 
     w1, b1 = leaves()
-    fused = lm_loss(w1.reshape(T, B, -1), b1, targets.reshape(T, B), emb, alpha=alpha, tau=2.0)
+    fused = lm_loss(w1.reshape(T, B, -1), b1, targets.reshape(T, B), emb, alpha=alpha, tau=2.0,
+                    aug_bias=aug_bias)
     fused.objective.backward()
     w2, b2 = leaves()
     ce = F.cross_entropy(w2 if b2 is None else w2 + b2, targets)
-    aug = augmented_kl(w2, targets, emb, 2.0)
+    aug = augmented_kl(w2 + b2 if aug_bias else w2, targets, emb, 2.0)
     ((ce + alpha * aug) * T).backward()
     assert fused.objective.item() == pytest.approx(((ce + alpha * aug) * T).item(), rel=1e-12)
     assert fused.ce.item() == pytest.approx(ce.item(), rel=1e-12)
@@ -190,6 +192,28 @@ def test_fused_loss_equals_straightforward_autograd(batch, alpha, with_bias):
     torch.testing.assert_close(w1.grad, w2.grad, rtol=1e-10, atol=1e-12)
     if with_bias:
         torch.testing.assert_close(b1.grad, b2.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_bias_in_the_model_distribution(batch):
+    """aug_bias: b's gradient gains alpha/τ · Σ (ŷ − ỹ) with ŷ = softmax((W h + b)/τ) (eq. 3.4
+    with b in the logits), on the fused and on the autograd (no stop-gradient) path; a loss
+    without a bias refuses it."""
+    wh, targets, emb = batch
+    wh, emb = wh.double(), emb.double()
+    bias = torch.linspace(-2, 2, wh.shape[1], dtype=torch.float64)
+    T, B, alpha, tau = 3, 4, 13.0, 2.0
+    model = torch.softmax((wh + bias) / tau, -1)
+    target = torch.softmax(emb[targets] @ emb.t() / tau, -1)
+    onehot = F.one_hot(targets, wh.shape[1]).double()
+    expected = (torch.softmax(wh + bias, -1) - onehot + alpha / tau * (model - target)).sum(0) / B
+    for detach in (True, False):
+        b = bias.clone().requires_grad_()
+        lm_loss(wh.reshape(T, B, -1), b, targets.reshape(T, B), emb, alpha=alpha, tau=tau,
+                detach_target=detach, aug_bias=True).objective.backward()
+        torch.testing.assert_close(b.grad, expected, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="no output bias"):
+        lm_loss(wh.reshape(T, B, -1), None, targets.reshape(T, B), emb, alpha=alpha, tau=tau,
+                aug_bias=True)
 
 
 def test_ablation_path_lets_gradient_reach_the_embedding(batch):

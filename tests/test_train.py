@@ -111,6 +111,33 @@ def test_run_files_and_same_seed_is_identical(tmp_path, tiny_ptb):
     env = runs.read_json(run_a / "env.json")
     assert env["torch"] == torch.__version__ and env["device"] == "cpu"
     assert env["cpu_capability"] in {"DEFAULT", "NO AVX", "AVX2", "AVX512", "ZVECTOR", "SVE256"}
+    # the validation stream at the test protocol's batch 1, from the same weights
+    assert rows_a[-1]["valid_ppl_test_batch"] == pytest.approx(
+        train.evaluate(model, batchify(corpus.valid, 1), config.bptt).perplexity, rel=1e-12)
+
+
+def test_frozen_target_builds_the_target_from_the_epochs_first_weights(tiny_ptb, monkeypatch):
+    """--frozen-target: every step of an epoch builds ỹ from L as it was when the epoch
+    began, while the model's L moves; without it ỹ comes from the moving L itself."""
+    seen = []
+    real_loss = train.lm_loss
+    monkeypatch.setattr(train, "lm_loss", lambda wh, b, t, lt, **k: (
+        seen.append(lt.detach().clone()), real_loss(wh, b, t, lt, **k))[1])
+    corpus = data.Corpus("ptb", tiny_ptb)
+    for frozen in (True, False):
+        config = tiny_config(frozen_target=frozen, max_batches=4)
+        torch.manual_seed(0)
+        model = RNNLM(len(corpus.vocab), config)
+        start = model.embedding.weight.detach().clone()
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
+        seen.clear()
+        train._train_epoch(model, optimizer, batchify(corpus.train, config.batch_size), config,
+                           torch.Generator().manual_seed(0), "test", progress=False)
+        assert len(seen) == 4 and not torch.equal(model.embedding.weight, start)
+        if frozen:
+            assert all(torch.equal(lt, start) for lt in seen)
+        else:  # step k sees L after k updates
+            assert torch.equal(seen[0], start) and not torch.equal(seen[-1], start)
 
 
 def test_valid_only_run_touches_no_test_data(tmp_path, tiny_ptb, monkeypatch):
@@ -118,12 +145,15 @@ def test_valid_only_run_touches_no_test_data(tmp_path, tiny_ptb, monkeypatch):
     evaluated = []
     real_evaluate = train.evaluate
     monkeypatch.setattr(train, "evaluate", lambda model, data, *a, **k: (
-        evaluated.append(data.shape[1]), real_evaluate(model, data, *a, **k))[1])
+        evaluated.append((data.shape[1], data.numel())), real_evaluate(model, data, *a, **k))[1])
     run_dir = fit(config, tmp_path, tiny_ptb)
     final = runs.read_json(run_dir / "final.json")
     assert final["test_ppl"] is None and math.isfinite(final["valid_ppl"])
     assert not (run_dir / "predictions.json").exists()
-    assert evaluated == [config.eval_batch_size]  # the one validation pass, no batch-1 test
+    valid = data.Corpus("ptb", tiny_ptb).valid
+    # the validation stream at the validation and at the test batch, never the test stream
+    assert evaluated == [(b, batchify(valid, b).numel())
+                         for b in (config.eval_batch_size, config.test_batch_size)]
 
 
 def test_kill_and_resume_equals_uninterrupted(tmp_path, tiny_ptb, monkeypatch):
