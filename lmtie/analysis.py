@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import scipy.linalg
@@ -14,6 +15,40 @@ from torch import Tensor
 from lmtie.data import Vocabulary, bptt_batches
 from lmtie.loss import augmented_target_log_probs
 from lmtie.model import RNNLM
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model`` in evaluation mode (no dropout) inside the block, its mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def stream_logits(model: RNNLM, data: Tensor, bptt: int, *, bias: bool = True
+                  ) -> Iterator[tuple[Tensor, Tensor]]:
+    """The evaluation-mode model's logits over ``data``, segment by segment, with the state
+    carried across segments (Zaremba et al.; Decision E1 with batch 1).
+
+    Args:
+        data: ``(L, B)`` int64 from ``batchify``. bptt: segment length.
+        bias: add the output bias b (eq. 2.3), if the model has one; False gives W h_t.
+
+    Yields:
+        ``(logits (T·B, V) float, targets (T·B,) int64)`` on the model's device.
+    """
+    data = data.to(model.embedding.weight.device)
+    with eval_mode(model):
+        state = model.init_state(data.shape[1])
+        for inputs, targets in bptt_batches(data, bptt):
+            wh, state = model(inputs, state)
+            if bias and model.bias is not None:
+                wh = wh + model.bias
+            yield wh.flatten(0, 1), targets.reshape(-1)
 
 
 def _float64(x: Tensor | np.ndarray) -> np.ndarray:
@@ -216,15 +251,9 @@ def logit_alignment(model: RNNLM, data: Tensor, bptt: int) -> dict[str, float]:
     """
     if data.shape[0] < 2:
         raise ValueError(f"need at least two rows of data, got {tuple(data.shape)}")
-    was_training = model.training
-    model.eval()
-    data = data.to(model.embedding.weight.device)
-    state = model.init_state(data.shape[1])
-    sums = torch.zeros(3, dtype=torch.float64, device=data.device)
-    for inputs, targets in bptt_batches(data, bptt):
-        wh, state = model(inputs, state)
-        sums += alignment_sums(wh.flatten(0, 1), targets.reshape(-1), model.embedding.weight)
-    model.train(was_training)
+    sums = torch.zeros(3, dtype=torch.float64, device=model.embedding.weight.device)
+    for wh, targets in stream_logits(model, data, bptt, bias=False):
+        sums += alignment_sums(wh, targets, model.embedding.weight)
     n = (data.shape[0] - 1) * data.shape[1]
     logit_std, target_std, corr = (sums / n).tolist()
     return {"logit_std": logit_std, "target_logit_std": target_std, "logit_target_corr": corr}
@@ -249,10 +278,8 @@ def next_word_distribution(model: RNNLM, vocab: Vocabulary, context: str) -> Ten
         raise ValueError(f"words not in the vocabulary: {missing}; use <unk> for them")
     device = model.embedding.weight.device
     inputs = torch.tensor(vocab.encode(words), device=device).unsqueeze(1)  # (T, 1)
-    was_training = model.training
-    model.eval()
-    wh, _ = model(inputs, model.init_state(1))
-    model.train(was_training)
+    with eval_mode(model):
+        wh, _ = model(inputs, model.init_state(1))
     logits = wh[-1, 0] if model.bias is None else wh[-1, 0] + model.bias
     return torch.softmax(logits, dim=-1).cpu()
 

@@ -67,6 +67,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir", type=Path)
     _add_common(ev)
 
+    dg = sub.add_parser("diagnose", help="validation-only diagnostics of one checkpoint: "
+                        "perplexity by batch size, temperature, target ranks, loss tail")
+    dg.add_argument("run_dir", type=Path)
+    dg.add_argument("--checkpoint", default="last", choices=("last", "best"),
+                    help="which checkpoint of the run (default: last)")
+    _add_common(dg)
+
     rep = sub.add_parser("reproduce", help="train a preset's runs, then render the report")
     rep.add_argument("--preset", default="smoke", choices=PRESETS,
                      help="smoke: 4 short PTB runs (minutes); cpu: PTB small, full schedule "
@@ -168,6 +175,12 @@ def _run(args: argparse.Namespace) -> int:
                                    checkpoint_dir=args.checkpoint_dir, device=args.device,
                                    progress=not args.quiet)
         print(json.dumps(final, indent=2))
+    elif args.command == "diagnose":
+        from lmtie.diagnose import diagnose
+
+        entry = diagnose(args.run_dir, checkpoint=args.checkpoint, data_dir=args.data_dir,
+                         checkpoint_dir=args.checkpoint_dir, device=args.device)
+        print(json.dumps(entry, indent=2))
     elif args.command == "reproduce":
         from lmtie import pipeline  # papermill and nbconvert only when reproducing
 

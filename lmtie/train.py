@@ -21,6 +21,7 @@ from lmtie import reference, runs
 from lmtie.analysis import (
     augmented_target_entropy,
     logit_alignment,
+    stream_logits,
     subspace_distance,
     top_k_predictions,
 )
@@ -100,25 +101,18 @@ def evaluate(model: RNNLM, data: torch.Tensor, bptt: int, *, unk_id: int | None 
 
     Paper: Decision E1 (test: batch 1, whole stream, state carried).
     """
-    was_training = model.training
-    model.eval()
-    data = data.to(model.embedding.weight.device)
-    state = model.init_state(data.shape[1])
-    nll = torch.zeros((), dtype=torch.float64, device=data.device)
+    nll = torch.zeros((), dtype=torch.float64, device=model.embedding.weight.device)
     p_unk = torch.zeros_like(nll)
     ranks = torch.zeros_like(nll)
-    batches = tqdm(bptt_batches(data, bptt), total=num_bptt_batches(data, bptt),
+    batches = tqdm(stream_logits(model, data, bptt), total=num_bptt_batches(data, bptt),
                    desc="evaluate", disable=not progress, leave=False)
-    for inputs, targets in batches:
-        wh, state = model(inputs, state)
-        logits = (wh if model.bias is None else wh + model.bias).flatten(0, 1)
+    for logits, targets in batches:
         log_probs = torch.log_softmax(logits, dim=-1)
-        target_lp = log_probs.gather(1, targets.reshape(-1, 1))
+        target_lp = log_probs.gather(1, targets[:, None])
         nll -= target_lp.sum()
         if unk_id is not None:
             p_unk += log_probs[:, unk_id].exp().sum()
             ranks += (log_probs > target_lp).sum() + targets.numel()
-    model.train(was_training)
     n = data.shape[0] * data.shape[1] - data.shape[1]
     stats = {}
     if unk_id is not None:

@@ -2,7 +2,6 @@
 
 import json
 import math
-import random
 
 import pytest
 import torch
@@ -11,30 +10,8 @@ from lmtie import analysis, data, runs, train
 from lmtie.config import make_config
 from lmtie.data import batchify
 from lmtie.model import RNNLM
-from lmtie.reference import PHRASES
 
 TIME_KEYS = {"tokens_per_s", "elapsed_s", "wall_s"}
-
-
-@pytest.fixture
-def tiny_ptb(tmp_path, monkeypatch):
-    """A small PTB-layout corpus whose vocabulary covers the paper's four phrases."""
-    words = sorted({w for p in PHRASES for w in p["context"].split()} | {"<unk>", "N"})
-    rng = random.Random(0)
-    root = tmp_path / "data"
-    (root / "ptb").mkdir(parents=True)
-    counts = {}
-    for split, n_lines in (("train", 120), ("valid", 15), ("test", 15)):
-        lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
-                 for _ in range(n_lines)]
-        if split == "train":
-            lines.append(" ".join(words))  # every word appears in train
-        text = "\n".join(lines) + "\n"
-        (root / "ptb" / f"ptb.{split}.txt").write_text(text)
-        counts[split] = len(data.tokenize(text))
-    monkeypatch.setitem(data.EXPECTED, "ptb",
-                        {"tokens": counts, "vocab_size": len(words) + 1, "sha256": None})
-    return root
 
 
 def tiny_config(variant="real", **overrides):
