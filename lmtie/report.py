@@ -32,6 +32,8 @@ _METRICS_KEYS = ("epoch", "train_ce", "valid_ppl", "subspace_distance")
 _PREDICTION_KEYS = ("phrases", "mean_p_unk", "mean_target_rank")
 _FLAGS = {"seed": "--seed", "epochs": "--epochs", "max_batches": "--max-batches",
           "preset": "--preset", "tau": "--tau", "alpha": "--alpha"}
+_SWITCH_FLAGS = {"output_bias": "--output-bias", "aug_bias": "--aug-bias",
+                 "frozen_target": "--frozen-target"}  # ablation switches of `lmtie train`
 TABLE1_COLUMNS = ["corpus", "size", "model", "seed", "status", "valid_ppl", "paper_valid_ppl",
                   "valid_diff", "test_ppl", "paper_test_ppl", "test_diff", "n_params_m",
                   "paper_n_params_m", "epochs_run", "best_epoch", "max_batches", "preset",
@@ -64,8 +66,8 @@ def train_command(config: Config) -> str:
             continue
         if name == "detach_target":
             command += " --no-detach-target"
-        elif name == "output_bias":
-            command += " --output-bias"
+        elif name in _SWITCH_FLAGS:
+            command += f" {_SWITCH_FLAGS[name]}"
         elif name == "valid_only":  # set by `lmtie train` for ablations
             continue
         elif name in _FLAGS:

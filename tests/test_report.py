@@ -148,6 +148,12 @@ def test_train_command_round_trips_through_the_cli_for_every_preset():
     argv = report.train_command(biased).split()[1:]
     assert "--output-bias" in argv
     assert cli._train_config(cli._parser().parse_args(argv)) == biased
+    for switches, suffix in (({"output_bias": True, "aug_bias": True}, "e10-bias-augbias"),
+                             ({"frozen_target": True}, "e10-frozen")):
+        config = make_config("ptb", "small", "real", epochs=10, preset=suffix, valid_only=True,
+                             **switches)
+        assert cli._train_config(cli._parser().parse_args(
+            report.train_command(config).split()[1:])) == config
     shortened = make_config("ptb", "small", "real", epochs=5, preset="e5")  # not an ablation
     assert cli._train_config(cli._parser().parse_args(
         report.train_command(shortened).split()[1:])) == shortened
