@@ -1,0 +1,87 @@
+"""The +REAL study's verdict and evaluation tables from hand-written run files."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from lmtie import runs, study
+
+
+def write_curve(root, run_id, valid, test_batch=None):
+    rows = [{"epoch": e, "train_ce": 5.0, "valid_ppl": v, "subspace_distance": None,
+             **({"valid_ppl_test_batch": test_batch[e - 1]} if test_batch else {})}
+            for e, v in enumerate(valid, 1)]
+    runs.write_jsonl(root / "runs" / run_id / "metrics.jsonl", rows)
+
+
+@pytest.fixture
+def results(tmp_path):
+    write_curve(tmp_path, study.FAITHFUL, [200, 150, 140, 138, 137, 136, 135])
+    write_curve(tmp_path, study.RE, [200, 145, 130, 120, 115, 110, 108])
+    write_curve(tmp_path, study.REAL_BIAS, [190, 140, 125, 115, 108, 104])
+    write_curve(tmp_path, study.RE_BIAS[1], [190, 141, 126, 116])  # the shorter +RE-bias
+    write_curve(tmp_path, study.RE_BIAS[0], [190, 141, 126, 116, 109])
+    return tmp_path
+
+
+def test_verdict_at_matched_epochs(results):
+    by_run = {h.run: h for h in study.HYPOTHESES}
+    alpha, frozen, tau40, augbias = (
+        "ptb-small-real-seed1-e10-alphadiv35", "ptb-small-real-seed1-e10-frozen",
+        "ptb-small-real-seed1-e5-tau40", "ptb-small-real-seed1-e10-bias-augbias")
+    write_curve(results, alpha, [199, 144, 128, 117, 110, 105])  # epoch 6: 105 vs +RE 110
+    write_curve(results, frozen, [200, 148, 136])  # epoch 3: 136 vs +RE 130, +REAL 140
+    write_curve(results, tau40, [200, 150, 141, 139])  # epoch 4: like +REAL (138)
+    write_curve(results, augbias, [190, 141, 126, 116, 111])  # epoch 5: +RE-bias 109
+    table = study.verdict(results).set_index("run_id")
+    assert set(table.index) == set(by_run)
+    write_curve(results, "ptb-small-real-seed2-e5", [150, 150])  # epoch 2: gap 150 - 145 < 6
+    assert table.loc["ptb-small-real-seed2-e5", "verdict"] == "not run"
+    assert study.verdict(results).set_index("run_id").loc[
+        "ptb-small-real-seed2-e5", "verdict"] == "too early"
+    row = table.loc[alpha]
+    assert (row["epoch"], row["valid_ppl"], row["reference_valid_ppl"]) == (6, 105, 110)
+    assert row["vs_reference"] == -5 and row["outcome"] == "beats +RE"
+    assert row["verdict"] == "supports"
+    row = table.loc[frozen]
+    assert (row["epoch"], row["outcome"], row["verdict"]) == (3, "between +REAL and +RE",
+                                                              "partly")
+    assert table.loc[tau40, "outcome"] == "fails like its baseline"
+    assert table.loc[tau40, "verdict"] == "refutes"
+    # the bias family: baseline +REAL with a bias, reference the longer +RE-bias run
+    row = table.loc[augbias]
+    assert row["reference"] == study.RE_BIAS[0] and row["epoch"] == 5
+    assert row["outcome"] == "trains like +RE" and row["baseline_valid_ppl"] == 108
+    assert row["verdict"] == "no gain"  # a "beats" question: +REAL with a bias already trains
+    missing = table.loc["ptb-small-real-seed1-e10-nodetach-bias"]
+    assert missing["verdict"] == "not run" and pd.isna(missing["epoch"])
+    assert missing["command"].startswith("lmtie train --corpus ptb --size small --variant real")
+    assert "--no-detach-target --output-bias" in missing["command"]
+
+
+def test_curves_and_batch_ratio(results):
+    frame = study.curves(results)
+    assert set(frame["family"]) == {"no bias", "free bias"}
+    assert frame[frame["run_id"] == study.RE]["valid_ppl"].tolist()[-1] == 108
+    write_curve(results, "ptb-small-real-seed2", [210, 160], test_batch=[200, 150])
+    ratio = study.valid_over_test_batch(results, ["ptb-small-real-seed2", study.RE, "absent"])
+    assert ratio["run_id"].unique().tolist() == ["ptb-small-real-seed2"]  # +RE lacks the field
+    assert ratio["ratio"].tolist() == pytest.approx([210 / 200, 160 / 150])
+
+
+def test_evaluation_rows_from_diagnostics(results):
+    entry = {"epoch": 7, "checkpoint": "last",
+             "valid_ppl_by_batch": {"1": 100.0, "10": 101.0, "20": 102.0},
+             "valid_ppl_state_reset": 130.0,
+             "batch1": {"best_temperature": 1.25,
+                        "perplexity_by_temperature": {"1": 100.0, "1.25": 97.0},
+                        "rank": {"median": 4.0, "share_top10": 0.6},
+                        "tail": {"nll_share_worst0.01": 0.05},
+                        "calibration": {"mean_confidence": 0.4, "top1_accuracy": 0.3}}}
+    path = results / "runs" / study.FAITHFUL / "diagnostics.json"
+    path.write_text(json.dumps({"run_id": study.FAITHFUL, "entries": [entry]}))
+    row = study.evaluation(results).iloc[0]
+    assert row["run_id"] == study.FAITHFUL and row["epoch"] == 7
+    assert row["batch20_over_batch1"] == pytest.approx(1.02)
+    assert row["valid_ppl_best_temperature"] == 97.0 and row["mean_confidence"] == 0.4
