@@ -260,6 +260,61 @@ def logit_alignment(model: RNNLM, data: Tensor, bptt: int) -> dict[str, float]:
 
 
 @torch.no_grad()
+def nearest_neighbours(embedding_weight: Tensor, k: int) -> Tensor:
+    """The ``k`` words nearest each word in L by cosine similarity, the word itself left out.
+
+    Args:
+        embedding_weight: ``(V, D)`` float, Lᵀ (rows: word vectors). k: 1 ≤ k < V.
+
+    Returns:
+        ``(V, k)`` int64, most similar first (ties broken by ``torch.topk``).
+
+    Raises:
+        ValueError: k out of range.
+    """
+    if not 1 <= k < embedding_weight.shape[0]:
+        raise ValueError(f"k must be in [1, V), got {k} for V = {embedding_weight.shape[0]}")
+    unit = torch.nn.functional.normalize(embedding_weight.double(), dim=1)
+    rows = []
+    for chunk in torch.arange(unit.shape[0], device=unit.device).split(1024):
+        sims = unit[chunk] @ unit.t()
+        sims[torch.arange(len(chunk)), chunk] = -torch.inf  # never its own neighbour
+        rows.append(sims.topk(k, dim=1).indices)
+    return torch.cat(rows)
+
+
+@torch.no_grad()
+def prediction_mass(model: RNNLM, data: Tensor, bptt: int, *, words: Tensor,
+                    neighbours: Tensor) -> dict[str, float]:
+    """Where an evaluation-mode model puts its probability over ``data`` (state carried):
+    the mean mass on the fixed ``words`` (e.g. a, an, the) and on the target's neighbours.
+
+    Args:
+        data: ``(L, B)`` int64 from ``batchify``. bptt: segment length.
+        words: ``(K,)`` int64 distinct word ids.
+        neighbours: ``(V, k)`` int64 from :func:`nearest_neighbours`; the mass on row
+            ``neighbours[y*_t]`` is counted for each target y*_t.
+
+    Returns:
+        ``mean_p_words`` and ``mean_p_neighbours``, means over the tokens of p in [0, 1].
+
+    Paper: Sec. 6.4 ("REAL ... gives much less mass to a/an/the", "more to words near the
+    target"; our measurement over a whole stream).
+    """
+    device = model.embedding.weight.device
+    words, neighbours = words.to(device), neighbours.to(device)
+    sums = torch.zeros(2, dtype=torch.float64, device=device)
+    n = 0
+    for logits, targets in stream_logits(model, data, bptt):
+        probs = torch.softmax(logits, dim=-1)
+        sums[0] += probs[:, words].sum()
+        sums[1] += probs.gather(1, neighbours[targets]).sum()
+        n += targets.numel()
+    p_words, p_neighbours = (sums / n).tolist()
+    return {"mean_p_words": p_words, "mean_p_neighbours": p_neighbours}
+
+
+@torch.no_grad()
 def next_word_distribution(model: RNNLM, vocab: Vocabulary, context: str) -> Tensor:
     """p(next word | context) of an evaluation-mode model, from a zero state.
 

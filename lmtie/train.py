@@ -21,6 +21,8 @@ from lmtie import reference, runs
 from lmtie.analysis import (
     augmented_target_entropy,
     logit_alignment,
+    nearest_neighbours,
+    prediction_mass,
     stream_logits,
     subspace_distance,
     top_k_predictions,
@@ -29,6 +31,8 @@ from lmtie.config import Config
 from lmtie.data import Corpus, batchify, bptt_batches, num_bptt_batches
 from lmtie.loss import LossParts, lm_loss
 from lmtie.model import RNNLM, State
+
+NEIGHBOURS = 10  # predictions.json: mass on the target's nearest words in L
 
 
 def perplexity(total_nll: float, n_tokens: int) -> float:
@@ -335,10 +339,24 @@ def finish(config: Config, model: RNNLM, corpus: Corpus, run_dir: Path, best_pat
                                                    config.tau),
         "uniform_entropy": math.log(len(corpus.vocab)),
         # Sec. 4: how closely W h follows Lᵀu over the test set (batch eval_batch_size)
-        **logit_alignment(model, batchify(corpus.test, config.eval_batch_size), config.bptt)})
+        **logit_alignment(model, batchify(corpus.test, config.eval_batch_size), config.bptt),
+        # Sec. 6.4: mass on a/an/the and on the target's 10 nearest words in the run's L
+        **_test_mass(model, corpus, config)})
     runs.write_json(run_dir / "final.json", final)
     return final
 
+
+
+def _test_mass(model: RNNLM, corpus: Corpus, config: Config) -> dict[str, float]:
+    """``mean_p_articles`` (p(a) + p(an) + p(the)) and ``mean_p_neighbours`` (mass on the
+    target's ``NEIGHBOURS`` nearest words in L) over the test stream (batch ``test_batch_size``).
+    """
+    articles = torch.tensor([i for w, i in corpus.vocab.stoi.items() if w in ("a", "an", "the")])
+    mass = prediction_mass(model, batchify(corpus.test, config.test_batch_size), config.bptt,
+                           words=articles,
+                           neighbours=nearest_neighbours(model.embedding.weight, NEIGHBOURS))
+    return {"mean_p_articles": mass["mean_p_words"],
+            "mean_p_neighbours": mass["mean_p_neighbours"], "neighbours_k": NEIGHBOURS}
 
 
 def evaluate_run(run_dir: str | Path, *, data_dir: str | Path | None = None,

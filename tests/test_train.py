@@ -85,6 +85,17 @@ def test_run_files_and_same_seed_is_identical(tmp_path, tiny_ptb):
     assert 0 < predictions["target_entropy"] < predictions["uniform_entropy"]
     assert -1 <= predictions["logit_target_corr"] <= 1
     assert predictions["logit_std"] > 0 and predictions["target_logit_std"] > 0
+    articles = torch.tensor([corpus.vocab.stoi[w] for w in ("a", "the")])  # no "an" here
+    best = RNNLM(len(corpus.vocab), config)
+    best.load_state_dict(runs.load_checkpoint(tmp_path / "a" / "ckpt" / config.run_id
+                                              / "best.pt")["model"])
+    with torch.no_grad():
+        wh, _ = best.eval()(corpus.test[:-1, None], best.init_state(1))
+        probs = torch.softmax(wh[:, 0].double(), -1)
+    assert predictions["mean_p_articles"] == pytest.approx(
+        probs[:, articles].sum(1).mean().item(), rel=1e-5)
+    assert predictions["neighbours_k"] == train.NEIGHBOURS
+    assert 0 < predictions["mean_p_neighbours"] < 1
     env = runs.read_json(run_a / "env.json")
     assert env["torch"] == torch.__version__ and env["device"] == "cpu"
     assert env["cpu_capability"] in {"DEFAULT", "NO AVX", "AVX2", "AVX512", "ZVECTOR", "SVE256"}
