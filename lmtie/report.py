@@ -38,9 +38,11 @@ TABLE1_COLUMNS = ["corpus", "size", "model", "seed", "status", "valid_ppl", "pap
                   "valid_diff", "test_ppl", "paper_test_ppl", "test_diff", "n_params_m",
                   "paper_n_params_m", "epochs_run", "best_epoch", "max_batches", "preset",
                   "device", "git_sha", "run_id", "command"]
+# predictions.json, over the test stream (the last two from 2026-12-03 on)
+MASS_KEYS = ("mean_p_unk", "mean_target_rank", "mean_p_articles", "mean_p_neighbours")
 ALIGNMENT_KEYS = ("logit_std", "target_logit_std", "logit_target_corr")  # analysis.logit_alignment
 RUN_COLUMNS = [*Config().to_dict(), *_FINAL_KEYS, "status", "run_id", "model", "git_sha",
-               "threads", "torch", "start_time", "mean_p_unk", "mean_target_rank",
+               "threads", "torch", "start_time", *MASS_KEYS,
                "target_entropy", "uniform_entropy", *ALIGNMENT_KEYS, "phrases",
                "command", "run_dir"]
 ABLATION_COLUMNS = ["corpus", "size", "model", "seed", "change", "status", "epoch",
@@ -166,8 +168,7 @@ def _run_row(run_dir: Path, expected: Config | None, preset: str | None) -> dict
         return {**row, "test_ppl": np.nan}
     predictions = _read_dict(run_dir / "predictions.json", _PREDICTION_KEYS, hint)
     return {**row,
-            "mean_p_unk": predictions["mean_p_unk"],
-            "mean_target_rank": predictions["mean_target_rank"],
+            **{k: predictions.get(k, np.nan) for k in MASS_KEYS},
             "target_entropy": predictions.get("target_entropy", np.nan),
             "uniform_entropy": predictions.get("uniform_entropy", np.nan),
             **{k: predictions.get(k, np.nan) for k in ALIGNMENT_KEYS},
