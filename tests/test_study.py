@@ -31,9 +31,10 @@ def test_verdict_at_matched_epochs(results):
         "ptb-small-real-seed1-e10-alphadiv35", "ptb-small-real-seed1-e10-frozen",
         "ptb-small-real-seed1-e5-tau40", "ptb-small-real-seed1-e10-bias-augbias")
     write_curve(results, alpha, [199, 144, 128, 117, 110, 105])  # epoch 6: 105 vs +RE 110
-    write_curve(results, frozen, [200, 148, 136])  # epoch 3: 136 vs +RE 130, +REAL 140
     write_curve(results, tau40, [200, 150, 141, 139])  # epoch 4: like +REAL (138)
     write_curve(results, augbias, [190, 141, 126, 116, 111])  # epoch 5: +RE-bias 109
+    nodetach = "ptb-small-real-seed1-e10-nodetach-bias"
+    write_curve(results, nodetach, [190, 141, 126, 114.5])  # epoch 4: +RE-bias 116
     table = study.verdict(results).set_index("run_id")
     assert set(table.index) == set(by_run)
     write_curve(results, "ptb-small-real-seed2-e5", [150, 150])  # epoch 2: gap 150 - 145 < 6
@@ -44,7 +45,8 @@ def test_verdict_at_matched_epochs(results):
     assert (row["epoch"], row["valid_ppl"], row["reference_valid_ppl"]) == (6, 105, 110)
     assert row["vs_reference"] == -5 and row["outcome"] == "beats +RE"
     assert row["verdict"] == "supports"
-    row = table.loc[frozen]
+    write_curve(results, frozen, [200, 148, 136])  # epoch 3: 136 vs +RE 130, +REAL 140
+    row = study.verdict(results).set_index("run_id").loc[frozen]
     assert (row["epoch"], row["outcome"], row["verdict"]) == (3, "between +REAL and +RE",
                                                               "partly")
     assert table.loc[tau40, "outcome"] == "fails like its baseline"
@@ -54,10 +56,12 @@ def test_verdict_at_matched_epochs(results):
     assert row["reference"] == study.RE_BIAS[0] and row["epoch"] == 5
     assert row["outcome"] == "trains like +RE" and row["baseline_valid_ppl"] == 108
     assert row["verdict"] == "no gain"  # a "beats" question: +REAL with a bias already trains
-    missing = table.loc["ptb-small-real-seed1-e10-nodetach-bias"]
+    row = table.loc[nodetach]
+    assert row["outcome"] == "below +RE, within the noise" and row["verdict"] == "open (run longer)"
+    missing = table.loc["ptb-small-real-seed1-e10-frozen"]
     assert missing["verdict"] == "not run" and pd.isna(missing["epoch"])
     assert missing["command"].startswith("lmtie train --corpus ptb --size small --variant real")
-    assert "--no-detach-target --output-bias" in missing["command"]
+    assert "--frozen-target" in missing["command"]
 
 
 def test_curves_and_batch_ratio(results):
