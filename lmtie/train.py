@@ -1,4 +1,4 @@
-"""Training and evaluation: ``fit(config)`` writes a run dir; ``evaluate`` gives perplexity.
+"""Training: ``fit(config)`` writes a run dir; ``evaluate_run`` re-measures one.
 
 Paper: Sec. 6.1 and appendix (SGD, lr decay, clipping, state carried across segments);
 Decisions T1, T2, E1 of PAPER.md.
@@ -6,12 +6,9 @@ Decisions T1, T2, E1 of PAPER.md.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import math
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,104 +23,10 @@ from lmtie.analysis import (
 )
 from lmtie.config import Config
 from lmtie.data import Corpus, batchify, bptt_batches, num_bptt_batches
+from lmtie.device import keep_freed_memory, resolve_device
+from lmtie.evaluation import evaluate
 from lmtie.loss import LossParts, lm_loss
 from lmtie.model import RNNLM, State
-
-
-def perplexity(total_nll: float, n_tokens: int) -> float:
-    """``exp(total_nll / n_tokens)``: total cross-entropy in nats over the number of targets.
-
-    Raises:
-        ValueError: ``n_tokens <= 0``.
-
-    Paper: Sec. 2; never averaged per batch (one of the Keras repo's bugs).
-    """
-    if n_tokens <= 0:
-        raise ValueError(f"n_tokens must be positive, got {n_tokens}")
-    return math.exp(total_nll / n_tokens)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cpu``; ``cuda``.
-
-    Raises:
-        ValueError: unknown name, or ``cuda`` without a CUDA device.
-    """
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"unknown device {device!r}; choose auto, cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda but no CUDA device is visible; use --device cpu")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
-
-
-def keep_freed_memory() -> None:
-    """Ask glibc to keep freed memory instead of returning it to the OS after each step.
-
-    Every training step allocates and frees (N, V) float tensors of ~28 MB (small PTB); glibc
-    serves those with mmap and gives them back at once, so the kernel zeroes fresh pages on
-    every step: 15% of a CPU step in system time on this project's 2-core machine. Raising
-    the mmap and trim thresholds (``mallopt``) removes that. A no-op without glibc.
-    """
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return
-    mallopt = getattr(ctypes.CDLL(libc_name), "mallopt", None)
-    if mallopt is not None:
-        m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
-        mallopt(m_mmap_threshold, 1 << 30)
-        mallopt(m_trim_threshold, 1 << 31)
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """Evaluation of a stream: total NLL (nats), token count, perplexity, and optionally the
-    mean p(<unk>) the model gives and the mean rank (1 = top) of the target word."""
-
-    nll: float
-    n_tokens: int
-    perplexity: float
-    mean_p_unk: float | None = None
-    mean_target_rank: float | None = None
-
-
-@torch.no_grad()
-def evaluate(model: RNNLM, data: torch.Tensor, bptt: int, *, unk_id: int | None = None,
-             progress: bool = False) -> EvalResult:
-    """Perplexity of ``model`` (no dropout) over ``data``, state carried across segments.
-
-    Args:
-        data: ``(L, B)`` int64 from ``batchify`` (B = 1 for Decision E1's test protocol).
-        bptt: segment length (does not change the result beyond float rounding).
-        unk_id: id of ``<unk>``; when given, also the mean p(<unk>) and mean target rank.
-
-    Paper: Decision E1 (test: batch 1, whole stream, state carried).
-    """
-    was_training = model.training
-    model.eval()
-    data = data.to(model.embedding.weight.device)
-    state = model.init_state(data.shape[1])
-    nll = torch.zeros((), dtype=torch.float64, device=data.device)
-    p_unk = torch.zeros_like(nll)
-    ranks = torch.zeros_like(nll)
-    batches = tqdm(bptt_batches(data, bptt), total=num_bptt_batches(data, bptt),
-                   desc="evaluate", disable=not progress, leave=False)
-    for inputs, targets in batches:
-        wh, state = model(inputs, state)
-        logits = (wh if model.bias is None else wh + model.bias).flatten(0, 1)
-        log_probs = torch.log_softmax(logits, dim=-1)
-        target_lp = log_probs.gather(1, targets.reshape(-1, 1))
-        nll -= target_lp.sum()
-        if unk_id is not None:
-            p_unk += log_probs[:, unk_id].exp().sum()
-            ranks += (log_probs > target_lp).sum() + targets.numel()
-    model.train(was_training)
-    n = data.shape[0] * data.shape[1] - data.shape[1]
-    stats = {}
-    if unk_id is not None:
-        stats = {"mean_p_unk": p_unk.item() / n, "mean_target_rank": ranks.item() / n}
-    return EvalResult(nll.item(), n, perplexity(nll.item(), n), **stats)
 
 
 def train_step(model: RNNLM, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,

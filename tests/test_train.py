@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from lmtie import analysis, data, runs, train
+from lmtie import analysis, data, evaluation, runs, train
 from lmtie.config import make_config
 from lmtie.data import batchify
 from lmtie.model import RNNLM
@@ -54,9 +54,9 @@ def without_times(rows):
 
 
 def test_perplexity_and_uniform_model():
-    assert train.perplexity(math.log(7) * 10, 10) == pytest.approx(7.0)
+    assert evaluation.perplexity(math.log(7) * 10, 10) == pytest.approx(7.0)
     with pytest.raises(ValueError, match="n_tokens"):
-        train.perplexity(1.0, 0)
+        evaluation.perplexity(1.0, 0)
     model = RNNLM(37, tiny_config())
     torch.nn.init.zeros_(model.projection.weight)  # all logits 0: p = 1/V everywhere
     result = train.evaluate(model, batchify(torch.randint(0, 37, (200,)), 1), 35, unk_id=3)
