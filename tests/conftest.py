@@ -1,10 +1,14 @@
 """Shared fixtures. Real corpora come from $LMTIE_DATA_DIR (CI: ../shared/data)."""
 
 import os
+import random
 from pathlib import Path
 
 import pytest
 import torch
+
+from lmtie import data
+from lmtie.reference import PHRASES
 
 # Tests are small: one thread is faster than two fighting over a busy machine, and makes
 # float reductions reproducible.
@@ -21,3 +25,21 @@ def data_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"LMTIE_DATA_DIR={value} is not a folder")
     return path
+
+
+def write_tiny_ptb(root: Path) -> dict:
+    """Write a small PTB-layout corpus under ``root/ptb/`` whose vocabulary covers the paper's
+    four phrases; returns its ``data.EXPECTED["ptb"]`` entry (token counts, no sha256)."""
+    words = sorted({w for p in PHRASES for w in p["context"].split()} | {"<unk>", "N"})
+    rng = random.Random(0)
+    (root / "ptb").mkdir(parents=True)
+    counts = {}
+    for split, n_lines in (("train", 120), ("valid", 15), ("test", 15)):
+        lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
+                 for _ in range(n_lines)]
+        if split == "train":
+            lines.append(" ".join(words))  # every word appears in train
+        text = "\n".join(lines) + "\n"
+        (root / "ptb" / f"ptb.{split}.txt").write_text(text)
+        counts[split] = len(data.tokenize(text))
+    return {"tokens": counts, "vocab_size": len(words) + 1, "sha256": None}

@@ -2,16 +2,15 @@
 
 import json
 import math
-import random
 
 import pytest
 import torch
+from conftest import write_tiny_ptb
 
 from lmtie import analysis, data, evaluation, runs, train
 from lmtie.config import make_config
 from lmtie.data import batchify
 from lmtie.model import RNNLM
-from lmtie.reference import PHRASES
 
 TIME_KEYS = {"tokens_per_s", "elapsed_s", "wall_s"}
 
@@ -19,21 +18,8 @@ TIME_KEYS = {"tokens_per_s", "elapsed_s", "wall_s"}
 @pytest.fixture
 def tiny_ptb(tmp_path, monkeypatch):
     """A small PTB-layout corpus whose vocabulary covers the paper's four phrases."""
-    words = sorted({w for p in PHRASES for w in p["context"].split()} | {"<unk>", "N"})
-    rng = random.Random(0)
     root = tmp_path / "data"
-    (root / "ptb").mkdir(parents=True)
-    counts = {}
-    for split, n_lines in (("train", 120), ("valid", 15), ("test", 15)):
-        lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
-                 for _ in range(n_lines)]
-        if split == "train":
-            lines.append(" ".join(words))  # every word appears in train
-        text = "\n".join(lines) + "\n"
-        (root / "ptb" / f"ptb.{split}.txt").write_text(text)
-        counts[split] = len(data.tokenize(text))
-    monkeypatch.setitem(data.EXPECTED, "ptb",
-                        {"tokens": counts, "vocab_size": len(words) + 1, "sha256": None})
+    monkeypatch.setitem(data.EXPECTED, "ptb", write_tiny_ptb(root))
     return root
 
 
@@ -184,7 +170,7 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, tiny_ptb, monkeypatch):
     assert {k: v for k, v in a.items() if k not in TIME_KEYS} == {
         k: v for k, v in b.items() if k not in TIME_KEYS}
     other = config.replace(tau=10.0)  # same run_id and checkpoint dir, another config
-    with pytest.raises(ValueError, match="another config"):
+    with pytest.raises(ValueError, match=r"belongs to another run.*tau 20\.0 instead of 10\.0"):
         train.fit(other, data_dir=tiny_ptb, results_dir=tmp_path / "other",
                   checkpoint_dir=tmp_path / "killed" / "ckpt" / config.run_id, device="cpu",
                   progress=False, resume=True)
