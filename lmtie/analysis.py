@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import numpy as np
 import scipy.linalg
@@ -12,43 +11,10 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
-from lmtie.data import Vocabulary, bptt_batches
+from lmtie.data import Vocabulary
+from lmtie.evaluation import eval_mode, stream_logits
 from lmtie.loss import augmented_target_log_probs
 from lmtie.model import RNNLM
-
-
-@contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """``model`` in evaluation mode (no dropout) inside the block, its mode restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-@torch.no_grad()
-def stream_logits(model: RNNLM, data: Tensor, bptt: int, *, bias: bool = True
-                  ) -> Iterator[tuple[Tensor, Tensor]]:
-    """The evaluation-mode model's logits over ``data``, segment by segment, with the state
-    carried across segments (Zaremba et al.; Decision E1 with batch 1).
-
-    Args:
-        data: ``(L, B)`` int64 from ``batchify``. bptt: segment length.
-        bias: add the output bias b (eq. 2.3), if the model has one; False gives W h_t.
-
-    Yields:
-        ``(logits (T·B, V) float, targets (T·B,) int64)`` on the model's device.
-    """
-    data = data.to(model.embedding.weight.device)
-    with eval_mode(model):
-        state = model.init_state(data.shape[1])
-        for inputs, targets in bptt_batches(data, bptt):
-            wh, state = model(inputs, state)
-            if bias and model.bias is not None:
-                wh = wh + model.bias
-            yield wh.flatten(0, 1), targets.reshape(-1)
 
 
 def _float64(x: Tensor | np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from lmtie import runs
 from lmtie.config import CORPORA, PRESETS, SIZES, VARIANTS, Config, make_config
 from lmtie.data import check_corpus, resolve_data_dir
+from lmtie.lock import RunLockedError
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -22,7 +24,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None,
                    help="corpora folder (default: $LMTIE_DATA_DIR, else ./data)")
     p.add_argument("--checkpoint-dir", default=None,
-                   help="checkpoints (default: ~/.cache/lmtie/checkpoints/<run_id>/)")
+                   help="folder of the run's last.pt and best.pt (default: "
+                        "~/.cache/lmtie/checkpoints/<run_id>-<fingerprint>/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -93,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="default: every corpus (check) / required (download)")
     data.add_argument("--dest", "--data-dir", dest="data_dir", default=None,
                       help="corpora folder (default: $LMTIE_DATA_DIR, else ./data)")
+    data.add_argument("--url", default=None,
+                      help="download: the archive's URL or local path (default: the canonical "
+                           "one)")
 
     sp = sub.add_parser("subspace", help="Sec. 6.2 / Figure 1: distance(Lᵀ, W) sweeps")
     sp.add_argument("--sweep", default="both", choices=("a", "b", "both", "convergence"),
@@ -141,22 +147,46 @@ def _train_config(args: argparse.Namespace) -> Config:
     base = make_config(args.corpus, args.size, args.variant, seed=args.seed)
     config = make_config(args.corpus, args.size, args.variant, seed=args.seed, **overrides)
     changed = [k for k in overrides if getattr(base, k) != getattr(config, k)]
-    preset = args.preset or "-".join(
-        _SWITCHES[k] if k in _SWITCHES else f"{_SUFFIX[k]}{overrides[k]:g}".replace(".", "p")
+    preset = args.preset or "-".join(  # 0.5 -> 0p5, 1e+20 -> 1e20
+        _SWITCHES[k] if k in _SWITCHES
+        else f"{_SUFFIX[k]}{overrides[k]:g}".replace(".", "p").replace("+", "")
         for k in changed)
     return config.replace(preset=preset,
                           valid_only=any(k not in _SCHEDULE for k in changed))
 
 
+def _check_flags(args: argparse.Namespace) -> None:
+    """Refuse impossible flag values before anything runs, naming the flag.
+
+    Raises:
+        ValueError: a count below 1, or a ``--tau``/``--alpha`` that is NaN, infinite (also
+            a number too large for a float, e.g. 1e400) or out of range.
+    """
+    for name in ("threads", "epochs", "max_batches", "jobs", "seeds"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    tau, alpha = getattr(args, "tau", None), getattr(args, "alpha", None)
+    if tau is not None and not (math.isfinite(tau) and tau > 0):
+        raise ValueError(f"--tau must be a finite number > 0 (a temperature), got {tau}")
+    if alpha is not None and not (math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"--alpha must be a finite number >= 0 (the weight of J^aug), got "
+                         f"{alpha}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 with one clear line on stderr for
+    every error a user can fix: bad values, missing files, locked or mismatched runs, a full
+    disk)."""
     args = _parser().parse_args(argv)
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
     from lmtie.download import DownloadError
 
     try:
+        _check_flags(args)
+        if getattr(args, "threads", None):
+            torch.set_num_threads(args.threads)
         return _run(args)
-    except (ValueError, FileNotFoundError, FloatingPointError, DownloadError) as err:
+    except (ValueError, OSError, FloatingPointError, DownloadError, RunLockedError) as err:
         print(f"lmtie {args.command}: error: {err}", file=sys.stderr)
         return 2
 
@@ -219,7 +249,7 @@ def _data(args: argparse.Namespace) -> None:
             raise ValueError("say which corpus to download: lmtie data download ptb|wikitext-2")
         from lmtie.download import download_corpus
 
-        download_corpus(args.corpus, data_dir)
+        download_corpus(args.corpus, data_dir, url=args.url)
     for corpus in [args.corpus] if args.corpus else CORPORA:
         summary = check_corpus(corpus, data_dir)
         print(f"{corpus}: ok in {data_dir}")

@@ -7,6 +7,7 @@ variant (the paper's hyperparameters and the project's Decisions), then applies 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,9 @@ _DROPOUT = {
 # Decision A1: alpha = gamma * tau with the midpoints of the appendix's gamma ranges.
 _GAMMA = {"ptb": 0.65, "wikitext-2": 1.25}
 _TAU = 20.0
+# config.json also records the run's fingerprint (lmtie.identity): derived from the settings,
+# the training math and the corpus, not a setting itself
+_RECORDED = ("fingerprint",)
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -47,7 +51,8 @@ class Config:
 
     Raises:
         ValueError: on an unknown corpus/size/variant, or an impossible value (tau <= 0,
-            alpha < 0, tied with embedding_dim != hidden_size, non-positive sizes ...).
+            alpha < 0, NaN or infinite numbers, tied with embedding_dim != hidden_size,
+            non-positive sizes ...).
     """
 
     corpus: str = "ptb"
@@ -90,6 +95,9 @@ class Config:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("tau", "alpha", "dropout", "init_range", "lr", "lr_decay", "clip_norm"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.max_batches is not None and self.max_batches <= 0:
             raise ValueError(f"max_batches must be positive or None, got {self.max_batches}")
         if self.tau <= 0:
@@ -140,12 +148,14 @@ class Config:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Config:
-        """Build from a dict (e.g. a run's ``config.json``).
+        """Build from a dict (e.g. a run's ``config.json``; its ``fingerprint`` is skipped).
+        Fields it lacks (files from before they existed) take their defaults.
 
         Raises:
             ValueError: on keys that are not Config fields (names them and the valid ones).
         """
         known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k not in _RECORDED}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
@@ -179,12 +189,15 @@ def make_config(corpus: str = "ptb", size: str = "small", variant: str = "vd",
     units, decay_start, decay, clip, epochs, init_range = _SIZE[size]
     tau = float(overrides.get("tau", _TAU))
     augmented = variant in ("al", "real")
+    alpha = _GAMMA[corpus] * tau if augmented else 0.0
+    if math.isfinite(tau) and not math.isfinite(alpha) and "alpha" not in overrides:
+        raise ValueError(f"tau {tau:g} is too large: alpha = gamma * tau overflows")
     values: dict[str, Any] = dict(
         corpus=corpus, size=size, variant=variant,
         embedding_dim=units, hidden_size=units,
         dropout=_DROPOUT[corpus].get(size, 0.0), init_range=init_range,
         tied=variant in ("re", "real"), output_bias=None,
-        alpha=_GAMMA[corpus] * tau if augmented else 0.0, tau=tau,
+        alpha=alpha, tau=tau,
         lr_decay=decay, lr_decay_start=decay_start, clip_norm=clip, epochs=epochs,
     )
     return Config.from_dict({**Config().to_dict(), **values, **overrides})

@@ -123,6 +123,13 @@ def tokenize(text: str) -> list[str]:
     return tokens
 
 
+def split_sha256(corpus: str, data_dir: str | Path | None = None) -> dict[str, str]:
+    """split -> sha256 hex digest of its file's bytes (what :class:`Corpus` records as
+    ``sha256``), without tokenizing. Raises: as :func:`find_split_files`. Paper: none."""
+    paths = find_split_files(corpus, resolve_data_dir(data_dir))
+    return {split: hashlib.sha256(path.read_bytes()).hexdigest() for split, path in paths.items()}
+
+
 def _read_splits(paths: dict[str, Path]) -> tuple[dict[str, str], dict[str, list[str]]]:
     """One read per file: split -> sha256 hex digest of its bytes, split -> tokens."""
     shas, tokens = {}, {}
@@ -216,7 +223,8 @@ class Vocabulary:
 class Corpus:
     """A corpus as token-id streams: ``train``/``valid``/``test`` int64 tensors of shape ``(N,)``.
 
-    Attributes: ``name``, ``data_dir`` (absolute Path), ``files`` (split -> Path), ``vocab``
+    Attributes: ``name``, ``data_dir`` (absolute Path), ``files`` (split -> Path), ``sha256``
+    (split -> hex digest of the file, part of a run's fingerprint), ``vocab``
     (:class:`Vocabulary` of train, first-appearance order), ``summary`` (the
     :func:`check_corpus` dict, or None when ``verify=False``). Files are read once; nothing is
     cached on disk (PTB loads in well under a second).
@@ -231,6 +239,7 @@ class Corpus:
         self.data_dir = resolve_data_dir(data_dir)
         self.files = find_split_files(corpus, self.data_dir)
         shas, tokens = _read_splits(self.files)
+        self.sha256 = shas
         self.vocab = Vocabulary.from_tokens(tokens["train"])
         self.summary = (_verify(corpus, self.data_dir, self.files, shas, tokens, len(self.vocab))
                         if verify else None)

@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmtie import runs
-from lmtie.analysis import stream_logits
+from lmtie import identity, runs
 from lmtie.config import Config
 from lmtie.data import Corpus, batchify
+from lmtie.device import resolve_device
+from lmtie.evaluation import evaluate, stream_logits
 from lmtie.model import RNNLM
 
 BATCH_SIZES = (1, 10, 20)  # the test protocol's batch (E1) ... the validation batch
@@ -119,6 +120,11 @@ def diagnose(run_dir: str | Path, *, checkpoint: str = "last", data_dir: str | P
     ``<run_dir>/diagnostics.json`` (entries kept per epoch; one for the same epoch is
     replaced). Returns the entry.
 
+    The checkpoint must carry the run's fingerprint (:mod:`lmtie.identity`); it is read from
+    ``checkpoint_dir``, else the run's keyed folder, else (a run started before fingerprints)
+    ``<root>/<run_id>/``, which is left where it is. Only ``diagnostics.json`` is written
+    (atomically; nothing else writes it), so a run may be diagnosed while it trains.
+
     The entry: ``epoch``, ``checkpoint``; ``valid_ppl_by_batch`` {B: ppl} for B in
     ``BATCH_SIZES`` (state carried); ``valid_ppl_state_reset`` (batch 1, the state set to zero
     before every bptt segment: how much the carried state helps); and :func:`summarise` of
@@ -126,18 +132,23 @@ def diagnose(run_dir: str | Path, *, checkpoint: str = "last", data_dir: str | P
 
     Raises:
         FileNotFoundError: no ``config.json`` in ``run_dir`` or no such checkpoint.
-        ValueError: ``checkpoint`` is not ``last`` or ``best``.
+        ValueError: ``checkpoint`` is not ``last`` or ``best``; the checkpoint is corrupt or
+            of another run (names both fingerprints).
     """
-    from lmtie.train import checkpoint_dir_for, evaluate, resolve_device
-
     if checkpoint not in ("last", "best"):
         raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
     run_dir = Path(run_dir)
     config = Config.from_dict(runs.read_json(run_dir / "config.json"))
-    ckpt = runs.load_checkpoint(checkpoint_dir_for(config, checkpoint_dir) / f"{checkpoint}.pt")
-    dev = resolve_device(device)
     corpus = Corpus(config.corpus, data_dir)
-    model = RNNLM(len(corpus.vocab), config).to(dev)
+    fp = identity.fingerprint(config, corpus.sha256)
+    if checkpoint_dir is None:
+        keyed = identity.checkpoint_dir_for(config, fp)
+        legacy = keyed.parent / config.run_id
+        checkpoint_dir = keyed if (keyed / f"{checkpoint}.pt").is_file() or not (
+            legacy / f"{checkpoint}.pt").is_file() else legacy
+    path = Path(checkpoint_dir).expanduser() / f"{checkpoint}.pt"
+    ckpt = identity.load_own(path, config, fp, corpus.sha256, identity.BEST_KEYS)
+    model = RNNLM(len(corpus.vocab), config).to(resolve_device(device))
     model.load_state_dict(ckpt["model"])
     entry: dict[str, Any] = {"epoch": ckpt["epoch"], "checkpoint": checkpoint}
     entry["valid_ppl_by_batch"] = {
@@ -148,7 +159,7 @@ def diagnose(run_dir: str | Path, *, checkpoint: str = "last", data_dir: str | P
                 for start in range(0, one.shape[0] - 1, config.bptt))
     entry["valid_ppl_state_reset"] = math.exp(reset / (one.shape[0] - 1))
     counts = np.bincount(corpus.train.numpy(), minlength=len(corpus.vocab))
-    entry["batch1"] = summarise(token_losses(model, one.to(dev), config.bptt), counts)
+    entry["batch1"] = summarise(token_losses(model, one, config.bptt), counts)
     path = run_dir / "diagnostics.json"
     stored = runs.read_json(path) if path.is_file() else {"run_id": config.run_id, "entries": []}
     entries = [e for e in stored["entries"] if e["epoch"] != entry["epoch"]] + [entry]

@@ -42,9 +42,9 @@ class DownloadError(RuntimeError):
 
 def _manual_hint(corpus: str, url: str, dest: Path) -> str:
     names = ", ".join(posixpath.basename(MEMBERS[corpus].format(split=s)) for s in data.SPLITS)
-    return (f"Download {url} by hand, then either give the archive's local path as the url, or "
-            f"extract {names} into {dest / corpus}/ and set {data.DATA_DIR_ENV}={dest} "
-            f"(or pass --data-dir {dest}).")
+    return (f"Download {url} by hand, then install it with `lmtie data download {corpus} "
+            f"--url <path of the downloaded archive> --dest {dest}`, or extract {names} into "
+            f"{dest / corpus}/ and set {data.DATA_DIR_ENV}={dest} (or pass --data-dir {dest}).")
 
 
 def _fetch(url: str, out: Path, progress: bool) -> None:

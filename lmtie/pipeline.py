@@ -21,9 +21,9 @@ import papermill
 from nbconvert import HTMLExporter
 from traitlets.config import Config as KernelConfig
 
-from lmtie import download, runs
+from lmtie import download, identity, runs
 from lmtie.config import Config, make_config, preset_configs
-from lmtie.data import find_split_files, resolve_data_dir
+from lmtie.data import find_split_files, resolve_data_dir, split_sha256
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 TRAIN_NOTEBOOK = "01_train.ipynb"
@@ -161,13 +161,15 @@ def render_html(notebook: Path, html: Path) -> None:
 
 
 def train_all(configs: list[Config], notebook: Path, executed: Path, settings: dict[str, Any],
-              checkpoint_root: Path, *, jobs: int = 1, kernel_name: str = KERNEL_NAME) -> None:
+              checkpoint_dirs: dict[str, Path], *, jobs: int = 1,
+              kernel_name: str = KERNEL_NAME) -> None:
     """Run ``notebook`` (01_train) once per config, ``jobs`` at a time, each with
     ``max(1, cores // jobs)`` torch threads; executed copies go to
-    ``executed/01_train-<run_id>.ipynb``, checkpoints to ``checkpoint_root/<run_id>/``.
+    ``executed/01_train-<run_id>.ipynb``.
 
     Args:
         settings: notebook parameters shared by every run (results_dir, data_dir, device...).
+        checkpoint_dirs: run_id -> the run's checkpoint folder.
 
     Raises:
         NotebookError: a training failed; trainings already running finish first, no new
@@ -180,7 +182,7 @@ def train_all(configs: list[Config], notebook: Path, executed: Path, settings: d
 
     def train(config: Config) -> float:
         params = train_parameters(config, **settings, threads=threads,
-                                  checkpoint_dir=str(checkpoint_root / config.run_id))
+                                  checkpoint_dir=str(checkpoint_dirs[config.run_id]))
         return run_notebook(notebook, executed / f"01_train-{config.run_id}.ipynb", params,
                             kernel_name=kernel_name, label=f"01_train {config.run_id}")
 
@@ -209,8 +211,9 @@ def reproduce(preset: str, *, jobs: int = 1, force: bool = False,
         data_dir: corpora (default ``$LMTIE_DATA_DIR``, else ``./data``); missing ones are
             downloaded first.
         output_dir: default :func:`default_output_dir` (``results/smoke`` or ``results``).
-        checkpoint_root: checkpoints go to ``<checkpoint_root>/<run_id>/`` (default
-            ``~/.cache/lmtie/checkpoints``, outside the git tree).
+        checkpoint_root: checkpoints go to ``<checkpoint_root>/<run_id>-<fingerprint>/``
+            (default ``~/.cache/lmtie/checkpoints``, outside the git tree;
+            :func:`lmtie.identity.checkpoint_dir_for`).
         device: ``auto`` | ``cpu`` | ``cuda`` for the trainings.
         notebooks_dir: where the notebooks are (default: the repository's ``notebooks/``).
         kernel_name: Jupyter kernel that papermill starts.
@@ -246,7 +249,10 @@ def reproduce(preset: str, *, jobs: int = 1, force: bool = False,
         settings = {"results_dir": str(out), "data_dir": str(data_root), "device": device,
                     "force": force}
         root = Path(checkpoint_root or runs.DEFAULT_CHECKPOINT_ROOT).expanduser().resolve()
-        train_all(todo, source / TRAIN_NOTEBOOK, out / "notebooks", settings, root,
+        shas = {corpus: split_sha256(corpus, data_root) for corpus in {c.corpus for c in todo}}
+        folders = {c.run_id: identity.checkpoint_dir_for(
+            c, identity.fingerprint(c, shas[c.corpus]), root) for c in todo}
+        train_all(todo, source / TRAIN_NOTEBOOK, out / "notebooks", settings, folders,
                   jobs=jobs, kernel_name=kernel_name)
     for name in (*ANALYSIS_NOTEBOOKS, REPORT_NOTEBOOK):
         run_notebook(source / name, out / "notebooks" / name,

@@ -1,4 +1,4 @@
-"""Training and evaluation: ``fit(config)`` writes a run dir; ``evaluate`` gives perplexity.
+"""Training: ``fit(config)`` writes a run dir; ``evaluate_run`` re-measures one.
 
 Paper: Sec. 6.1 and appendix (SGD, lr decay, clipping, state carried across segments);
 Decisions T1, T2, E1 of PAPER.md.
@@ -6,122 +6,31 @@ Decisions T1, T2, E1 of PAPER.md.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+import errno
 import math
-import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from lmtie import reference, runs
+from lmtie import identity, reference, runs
 from lmtie.analysis import (
     augmented_target_entropy,
     logit_alignment,
     nearest_neighbours,
     prediction_mass,
-    stream_logits,
     subspace_distance,
     top_k_predictions,
 )
 from lmtie.config import Config
 from lmtie.data import Corpus, batchify, bptt_batches, num_bptt_batches
+from lmtie.device import keep_freed_memory, resolve_device
+from lmtie.evaluation import evaluate
 from lmtie.loss import LossParts, lm_loss
 from lmtie.model import RNNLM, State
 
 NEIGHBOURS = 10  # predictions.json: mass on the target's nearest words in L
-
-
-def perplexity(total_nll: float, n_tokens: int) -> float:
-    """``exp(total_nll / n_tokens)``: total cross-entropy in nats over the number of targets.
-
-    Raises:
-        ValueError: ``n_tokens <= 0``.
-
-    Paper: Sec. 2; never averaged per batch (one of the Keras repo's bugs).
-    """
-    if n_tokens <= 0:
-        raise ValueError(f"n_tokens must be positive, got {n_tokens}")
-    return math.exp(total_nll / n_tokens)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cpu``; ``cuda``.
-
-    Raises:
-        ValueError: unknown name, or ``cuda`` without a CUDA device.
-    """
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"unknown device {device!r}; choose auto, cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda but no CUDA device is visible; use --device cpu")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
-
-
-def keep_freed_memory() -> None:
-    """Ask glibc to keep freed memory instead of returning it to the OS after each step.
-
-    Every training step allocates and frees (N, V) float tensors of ~28 MB (small PTB); glibc
-    serves those with mmap and gives them back at once, so the kernel zeroes fresh pages on
-    every step: 15% of a CPU step in system time on this project's 2-core machine. Raising
-    the mmap and trim thresholds (``mallopt``) removes that. A no-op without glibc.
-    """
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return
-    mallopt = getattr(ctypes.CDLL(libc_name), "mallopt", None)
-    if mallopt is not None:
-        m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
-        mallopt(m_mmap_threshold, 1 << 30)
-        mallopt(m_trim_threshold, 1 << 31)
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """Evaluation of a stream: total NLL (nats), token count, perplexity, and optionally the
-    mean p(<unk>) the model gives and the mean rank (1 = top) of the target word."""
-
-    nll: float
-    n_tokens: int
-    perplexity: float
-    mean_p_unk: float | None = None
-    mean_target_rank: float | None = None
-
-
-@torch.no_grad()
-def evaluate(model: RNNLM, data: torch.Tensor, bptt: int, *, unk_id: int | None = None,
-             progress: bool = False) -> EvalResult:
-    """Perplexity of ``model`` (no dropout) over ``data``, state carried across segments.
-
-    Args:
-        data: ``(L, B)`` int64 from ``batchify`` (B = 1 for Decision E1's test protocol).
-        bptt: segment length (does not change the result beyond float rounding).
-        unk_id: id of ``<unk>``; when given, also the mean p(<unk>) and mean target rank.
-
-    Paper: Decision E1 (test: batch 1, whole stream, state carried).
-    """
-    nll = torch.zeros((), dtype=torch.float64, device=model.embedding.weight.device)
-    p_unk = torch.zeros_like(nll)
-    ranks = torch.zeros_like(nll)
-    batches = tqdm(stream_logits(model, data, bptt), total=num_bptt_batches(data, bptt),
-                   desc="evaluate", disable=not progress, leave=False)
-    for logits, targets in batches:
-        log_probs = torch.log_softmax(logits, dim=-1)
-        target_lp = log_probs.gather(1, targets[:, None])
-        nll -= target_lp.sum()
-        if unk_id is not None:
-            p_unk += log_probs[:, unk_id].exp().sum()
-            ranks += (log_probs > target_lp).sum() + targets.numel()
-    n = data.shape[0] * data.shape[1] - data.shape[1]
-    stats = {}
-    if unk_id is not None:
-        stats = {"mean_p_unk": p_unk.item() / n, "mean_target_rank": ranks.item() / n}
-    return EvalResult(nll.item(), n, perplexity(nll.item(), n), **stats)
 
 
 def train_step(model: RNNLM, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
@@ -186,13 +95,6 @@ def _train_epoch(model: RNNLM, optimizer: torch.optim.Optimizer, data: torch.Ten
             "tokens_per_s": n_tokens / (time.perf_counter() - start)}
 
 
-def checkpoint_dir_for(config: Config, checkpoint_dir: str | Path | None) -> Path:
-    """``checkpoint_dir`` or ``~/.cache/lmtie/checkpoints/<run_id>/`` (outside the git tree)."""
-    if checkpoint_dir is None:
-        return (runs.DEFAULT_CHECKPOINT_ROOT / config.run_id).expanduser()
-    return Path(checkpoint_dir).expanduser()
-
-
 def fit(config: Config, *, data_dir: str | Path | None = None,
         results_dir: str | Path = "results/runs", checkpoint_dir: str | Path | None = None,
         device: str = "auto", resume: bool = False, force: bool = False,
@@ -205,31 +107,47 @@ def fit(config: Config, *, data_dir: str | Path | None = None,
     validation targets, then ``best.pt`` (when the
     validation perplexity improved) and ``last.pt`` (always) in the checkpoint dir, and the
     ``metrics.jsonl`` row. At the end the best checkpoint gives the test perplexity (batch
-    ``test_batch_size``, Decision E1), ``final.json`` and ``predictions.json``.
+    ``test_batch_size``, Decision E1), ``final.json`` and ``predictions.json``. The run dir
+    and the checkpoint dir are locked for the whole run (one writer: :mod:`lmtie.lock`);
+    ``config.json`` and the checkpoints record the run's fingerprint (:mod:`lmtie.identity`),
+    ``env.json`` every start and the checkpoint it continued from.
 
     Args:
-        resume: continue from ``last.pt`` if there is one (same config required), else start.
+        checkpoint_dir: the folder of ``last.pt`` and ``best.pt``; None:
+            ``~/.cache/lmtie/checkpoints/<run_id>-<fingerprint[:12]>/`` (the run's checkpoints
+            from before fingerprints, in ``<run_id>/`` beside it, are moved there).
+        resume: continue from ``last.pt`` (of this run's fingerprint) if there is one, else
+            start, unless the run dir already records epochs: then refuse.
         force: start from scratch, deleting this run's result files and checkpoints.
 
     Raises:
-        ValueError: the run dir already holds a run and neither ``resume`` nor ``force`` is
-            set, or ``resume`` finds a checkpoint of a different config.
+        ValueError: a start that would lose or mix results (:func:`lmtie.identity.plan_start`
+            says which; nothing is changed), a corrupt checkpoint, an unwritable folder.
+        lmtie.lock.RunLockedError: another process is writing this run (names it).
         FileNotFoundError: the corpus is missing (says how to get it).
         FloatingPointError: the loss became NaN/inf; the last good checkpoint is kept.
+        OSError: the disk is full ("no space left on <path>"); the last good checkpoint is
+            kept.
     """
-    run_dir = Path(results_dir) / config.run_id
-    ckpt_dir = checkpoint_dir_for(config, checkpoint_dir)
-    last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
-    if force:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-    elif not resume and (run_dir / "metrics.jsonl").exists():
-        raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or "
-                         "--force to start it again from scratch")
     dev = resolve_device(device)
+    corpus = Corpus(config.corpus, data_dir)
+    fp = identity.fingerprint(config, corpus.sha256)
+    run_dir = Path(results_dir) / config.run_id
+    ckpt_dir = (identity.checkpoint_dir_for(config, fp) if checkpoint_dir is None
+                else Path(checkpoint_dir).expanduser())
+    with identity.owned(run_dir, ckpt_dir):
+        start = identity.plan_start(config, fp, corpus.sha256, run_dir, ckpt_dir,
+                                    resume=resume, force=force)
+        _train(config, fp, corpus, run_dir, ckpt_dir, start, dev, progress)
+    return run_dir
+
+
+def _train(config: Config, fp: str, corpus: Corpus, run_dir: Path, ckpt_dir: Path,
+           start: identity.Start, dev: torch.device, progress: bool) -> None:
+    """The body of :func:`fit`, its run owned and its start decided."""
+    last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
     if dev.type == "cpu":
         keep_freed_memory()
-    corpus = Corpus(config.corpus, data_dir)
     torch.manual_seed(config.seed)
     model = RNNLM(len(corpus.vocab), config).to(dev)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=config.lr)
@@ -237,20 +155,18 @@ def fit(config: Config, *, data_dir: str | Path | None = None,
     history: list[dict] = []
     best = {"epoch": 0, "valid_ppl": math.inf}
     wall = 0.0
-    if resume and last_path.is_file():
-        ckpt = runs.load_checkpoint(last_path)
-        if Config.from_dict(ckpt["config"]) != config:
-            raise ValueError(f"{last_path} was trained with another config; use --force to "
-                             "start again, or a different --checkpoint-dir")
-        model.load_state_dict(ckpt["model"])
+    env = {**runs.environment(dev), "from_checkpoint": start.source}
+    if start.checkpoint is not None:
+        ckpt = start.checkpoint
+        _load_state(model, ckpt["model"], last_path)
         optimizer.load_state_dict(ckpt["optimizer"])
         generator.set_state(ckpt["generator"])
         history, best, wall = ckpt["history"], ckpt["best"], ckpt["wall_s"]
-    env = runs.environment(dev)
-    if history and (run_dir / "env.json").is_file():  # resumed: keep the first start's record
-        first = runs.read_json(run_dir / "env.json")
-        env = {**first, "resumes": [*first.get("resumes", []), env]}
-    runs.write_json(run_dir / "config.json", config.to_dict())
+        print(f"{config.run_id}: continuing from {last_path} (epoch {len(history)})", flush=True)
+        if (run_dir / "env.json").is_file():  # keep the first start's record
+            first = runs.read_json(run_dir / "env.json")
+            env = {**first, "resumes": [*first.get("resumes", []), env]}
+    runs.write_json(run_dir / "config.json", {**config.to_dict(), "fingerprint": fp})
     runs.write_json(run_dir / "env.json", env)
     runs.write_jsonl(run_dir / "metrics.jsonl", history)
 
@@ -263,8 +179,11 @@ def fit(config: Config, *, data_dir: str | Path | None = None,
             group["lr"] = lr
         desc = f"{config.run_id} epoch {epoch}/{config.epochs}"
         epoch_start = time.perf_counter()
-        keep = (f"the last good checkpoint is {last_path} (epoch {len(history)}); lower "
-                "lr or clip_norm, or change the seed, then --resume")
+        kept = (f"the last good checkpoint is {last_path} (epoch {len(history)})" if history
+                else "no epoch completed, so there is no checkpoint")
+        keep = (f"{kept}. The same settings would diverge again (a run is deterministic): "
+                "start a changed run, e.g. with another --seed, or a smaller --alpha or larger "
+                "--tau")
         try:
             row = {"epoch": epoch, "lr": lr,
                    **_train_epoch(model, optimizer, train, config, generator, desc, progress)}
@@ -285,39 +204,82 @@ def fit(config: Config, *, data_dir: str | Path | None = None,
         wall += time.perf_counter() - epoch_start
         row["elapsed_s"] = wall  # wall time since the run started (training + validation)
         history.append(row)
-        if row["valid_ppl"] < best["valid_ppl"]:
-            best = {"epoch": epoch, "valid_ppl": row["valid_ppl"]}
-            runs.save_checkpoint(best_path, {"config": config.to_dict(), "epoch": epoch,
-                                             "model": model.state_dict()})
-        runs.save_checkpoint(last_path, {
-            "config": config.to_dict(), "epoch": epoch, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-            "history": history, "best": best, "wall_s": wall})
-        runs.write_jsonl(run_dir / "metrics.jsonl", history)
+        saved = {"config": config.to_dict(), "fingerprint": fp, "epoch": epoch}
+        try:
+            if row["valid_ppl"] < best["valid_ppl"]:
+                best = {"epoch": epoch, "valid_ppl": row["valid_ppl"]}
+                runs.save_checkpoint(best_path, {**saved, "model": model.state_dict()})
+            runs.save_checkpoint(last_path, {
+                **saved, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "generator": generator.get_state(), "history": history, "best": best,
+                "wall_s": wall})
+            runs.write_jsonl(run_dir / "metrics.jsonl", history)
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            raise OSError(errno.ENOSPC, f"{err.strerror}; the last good checkpoint "
+                          f"{last_path} is kept: free space, then --resume") from err
         tqdm.write(f"{config.run_id} epoch {epoch}: lr {lr:.4g}  train ppl "
-                       f"{math.exp(row['train_ce']):.2f}  valid ppl {row['valid_ppl']:.2f}  "
-                       f"{row['tokens_per_s']:.0f} tok/s")
-    finish(config, model, corpus, run_dir, best_path, dev, history, progress)
-    return run_dir
+                   f"{math.exp(row['train_ce']):.2f}  valid ppl {row['valid_ppl']:.2f}  "
+                   f"{row['tokens_per_s']:.0f} tok/s")
+    best_epoch = _load_best(model, best_path, config, fp, corpus.sha256, run_dir, history)
+    finish(config, model, corpus, run_dir, best_epoch, dev, history, progress)
 
 
-def finish(config: Config, model: RNNLM, corpus: Corpus, run_dir: Path, best_path: Path,
+def _load_state(model: RNNLM, state: dict, path: Path) -> None:
+    """``model.load_state_dict(state)``; a state of another shape names ``path``.
+
+    Raises:
+        ValueError: the weights in ``path`` do not fit ``model``.
+    """
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: its weights do not fit this model "
+                         f"({str(err).splitlines()[-1].strip()}); nothing was changed") from None
+
+
+def _load_best(model: RNNLM, path: Path, config: Config, fp: str, corpus_sha256: dict[str, str],
+               run_dir: Path, history: list[dict]) -> int:
+    """Load ``best.pt`` at ``path`` into ``model`` and return its epoch, checked to be this
+    run's best: its fingerprint ``fp``, and the epoch of the lowest validation perplexity in
+    ``history`` (the run dir's ``metrics.jsonl`` rows).
+
+    Raises:
+        FileNotFoundError: no checkpoint at ``path``.
+        ValueError: (nothing changed) as :func:`lmtie.identity.load_own`, or the checkpoint
+            is not of the run dir's best epoch (another copy of the run wrote it).
+    """
+    best = identity.load_own(path, config, fp, corpus_sha256, identity.BEST_KEYS)
+    valid = [row["valid_ppl"] for row in history]
+    epoch = 1 + valid.index(min(valid)) if valid else 0
+    if best["epoch"] != epoch:
+        raise ValueError(
+            f"{path}: the best checkpoint is from epoch {best['epoch']}, but {run_dir} records "
+            f"its best validation perplexity at epoch {epoch} of {len(history)}: another copy "
+            "of this run wrote it; nothing was changed. Point --checkpoint-dir at this run's "
+            "own checkpoints, or resume this run (lmtie train ... --resume)")
+    _load_state(model, best["model"], path)
+    return epoch
+
+
+def finish(config: Config, model: RNNLM, corpus: Corpus, run_dir: Path, best_epoch: int,
            device: torch.device, history: list[dict], progress: bool = False) -> dict:
-    """Load the best checkpoint, measure test perplexity (Decision E1), write ``final.json``
-    and ``predictions.json``; returns the final dict. A ``config.valid_only`` run (an
-    ablation) touches no test data: ``test_ppl`` is None and no ``predictions.json``.
+    """With ``model`` holding the best checkpoint's weights, measure test perplexity
+    (Decision E1), write ``final.json`` and ``predictions.json``; returns the final dict. A
+    ``config.valid_only`` run (an ablation) touches no test data: ``test_ppl`` is None and
+    no ``predictions.json``.
 
     Args:
+        best_epoch: the epoch (1-based) of the weights in ``model``.
         history: the ``metrics.jsonl`` rows of the run (one per completed epoch).
     """
-    best = runs.load_checkpoint(best_path)
-    model.load_state_dict(best["model"])
     final = {
         "run_id": config.run_id, "corpus": config.corpus, "size": config.size,
         "variant": config.variant, "tied": config.tied, "alpha": config.alpha,
         "tau": config.tau, "seed": config.seed, "n_params": model.n_params(),
-        "epochs_run": len(history), "best_epoch": best["epoch"],
-        "valid_ppl": history[best["epoch"] - 1]["valid_ppl"], "test_ppl": None,
+        "epochs_run": len(history), "best_epoch": best_epoch,
+        "valid_ppl": history[best_epoch - 1]["valid_ppl"], "test_ppl": None,
         "eval_batch_size": config.eval_batch_size, "test_batch_size": config.test_batch_size,
         "preset": config.preset, "wall_s": history[-1]["elapsed_s"], "device": str(device),
     }
@@ -331,7 +293,7 @@ def finish(config: Config, model: RNNLM, corpus: Corpus, run_dir: Path, best_pat
                 "top10": top_k_predictions(model, corpus.vocab, p["context"], 10)}
                for p in reference.PHRASES if config.corpus == "ptb"]  # PTB test phrases
     runs.write_json(run_dir / "predictions.json", {
-        "run_id": config.run_id, "best_epoch": best["epoch"], "phrases": phrases,
+        "run_id": config.run_id, "best_epoch": best_epoch, "phrases": phrases,
         "mean_p_unk": test.mean_p_unk, "mean_target_rank": test.mean_target_rank,
         "n_tokens": test.n_tokens,
         # ỹ at the run's τ over the test targets, beside its ceiling log V (uniform)
@@ -363,17 +325,39 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | Path | None = None,
                  checkpoint_dir: str | Path | None = None, device: str = "auto",
                  progress: bool = True) -> dict:
     """Re-measure a finished (or interrupted) run from its best checkpoint; rewrites
-    ``final.json`` and ``predictions.json`` and returns the final dict.
+    ``final.json`` and ``predictions.json`` and returns the final dict. Holds the run's locks
+    (:func:`lmtie.identity.owned`) and checks every folder writable before the test
+    evaluation.
+
+    Args:
+        checkpoint_dir: the folder of ``best.pt``; None: the run's default
+            (:func:`lmtie.identity.checkpoint_dir_for`).
 
     Raises:
         FileNotFoundError: no ``config.json``/``metrics.jsonl`` in ``run_dir``, or no
             ``best.pt`` in the checkpoint dir.
+        ValueError: (nothing changed) ``best.pt`` is corrupt, foreign, of another
+            fingerprint than the run (names both) or not of its best epoch, or the run's
+            fingerprint is not what this code and corpus give it.
+        lmtie.lock.RunLockedError: another process is writing this run (names it).
     """
     run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run dir (no config.json); give "
+                                "results/runs/<run_id>")
     config = Config.from_dict(runs.read_json(run_dir / "config.json"))
     history = runs.read_jsonl(run_dir / "metrics.jsonl")
     dev = resolve_device(device)
     corpus = Corpus(config.corpus, data_dir)
-    model = RNNLM(len(corpus.vocab), config).to(dev)
-    best_path = checkpoint_dir_for(config, checkpoint_dir) / "best.pt"
-    return finish(config, model, corpus, run_dir, best_path, dev, history, progress)
+    fp = identity.fingerprint(config, corpus.sha256)
+    ckpt_dir = (identity.checkpoint_dir_for(config, fp) if checkpoint_dir is None
+                else Path(checkpoint_dir).expanduser())
+    with identity.owned(run_dir, ckpt_dir):
+        identity.recorded_epochs(run_dir, config, fp, corpus.sha256,
+                                 "Re-measure it with the corpus and the lmtie version it "
+                                 "was trained with, or retrain it (lmtie train ... --force)")
+        identity.adopt_unkeyed(ckpt_dir, config, fp, corpus.sha256)
+        model = RNNLM(len(corpus.vocab), config).to(dev)
+        best_epoch = _load_best(model, ckpt_dir / "best.pt", config, fp, corpus.sha256,
+                                run_dir, history)
+        return finish(config, model, corpus, run_dir, best_epoch, dev, history, progress)

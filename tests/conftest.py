@@ -27,12 +27,11 @@ def data_dir() -> Path:
     return path
 
 
-@pytest.fixture
-def tiny_ptb(tmp_path, monkeypatch):
-    """A small PTB-layout corpus whose vocabulary covers the paper's four phrases."""
+def write_tiny_ptb(root: Path) -> dict:
+    """Write a small PTB-layout corpus under ``root/ptb/`` whose vocabulary covers the paper's
+    four phrases; returns its ``data.EXPECTED["ptb"]`` entry (token counts, no sha256)."""
     words = sorted({w for p in PHRASES for w in p["context"].split()} | {"<unk>", "N"})
     rng = random.Random(0)
-    root = tmp_path / "data"
     (root / "ptb").mkdir(parents=True)
     counts = {}
     for split, n_lines in (("train", 120), ("valid", 15), ("test", 15)):
@@ -43,6 +42,12 @@ def tiny_ptb(tmp_path, monkeypatch):
         text = "\n".join(lines) + "\n"
         (root / "ptb" / f"ptb.{split}.txt").write_text(text)
         counts[split] = len(data.tokenize(text))
-    monkeypatch.setitem(data.EXPECTED, "ptb",
-                        {"tokens": counts, "vocab_size": len(words) + 1, "sha256": None})
+    return {"tokens": counts, "vocab_size": len(words) + 1, "sha256": None}
+
+
+@pytest.fixture
+def tiny_ptb(tmp_path, monkeypatch):
+    """A small PTB-layout corpus whose vocabulary covers the paper's four phrases."""
+    root = tmp_path / "data"
+    monkeypatch.setitem(data.EXPECTED, "ptb", write_tiny_ptb(root))
     return root

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from lmtie import analysis, data, runs, train
+from lmtie import analysis, data, evaluation, runs, train
 from lmtie.config import make_config
 from lmtie.data import batchify
 from lmtie.model import RNNLM
@@ -31,9 +31,9 @@ def without_times(rows):
 
 
 def test_perplexity_and_uniform_model():
-    assert train.perplexity(math.log(7) * 10, 10) == pytest.approx(7.0)
+    assert evaluation.perplexity(math.log(7) * 10, 10) == pytest.approx(7.0)
     with pytest.raises(ValueError, match="n_tokens"):
-        train.perplexity(1.0, 0)
+        evaluation.perplexity(1.0, 0)
     model = RNNLM(37, tiny_config())
     torch.nn.init.zeros_(model.projection.weight)  # all logits 0: p = 1/V everywhere
     result = train.evaluate(model, batchify(torch.randint(0, 37, (200,)), 1), 35, unk_id=3)
@@ -172,7 +172,7 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, tiny_ptb, monkeypatch):
     assert {k: v for k, v in a.items() if k not in TIME_KEYS} == {
         k: v for k, v in b.items() if k not in TIME_KEYS}
     other = config.replace(tau=10.0)  # same run_id and checkpoint dir, another config
-    with pytest.raises(ValueError, match="another config"):
+    with pytest.raises(ValueError, match=r"belongs to another run.*tau 20\.0 instead of 10\.0"):
         train.fit(other, data_dir=tiny_ptb, results_dir=tmp_path / "other",
                   checkpoint_dir=tmp_path / "killed" / "ckpt" / config.run_id, device="cpu",
                   progress=False, resume=True)
