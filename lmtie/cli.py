@@ -61,9 +61,12 @@ def _parser() -> argparse.ArgumentParser:
                             "from the preset, e.g. -e1 for --epochs 1)")
     train.add_argument("--results-dir", default="results/runs")
     train.add_argument("--resume", action="store_true",
-                       help="continue from the last completed epoch if a checkpoint exists")
+                       help="continue from the last completed epoch (a checkpoint of this "
+                            "run's fingerprint); without one, start only a run dir that "
+                            "records no epoch")
     train.add_argument("--force", action="store_true",
-                       help="start again from scratch, deleting this run's files")
+                       help="start again from scratch, deleting this run's files and "
+                            "checkpoints (never while another process holds the run)")
     _add_common(train)
 
     ev = sub.add_parser("evaluate", help="re-measure a run's test perplexity from best.pt")
