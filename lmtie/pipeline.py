@@ -14,6 +14,7 @@ results root relative to ``notebooks/``.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -189,26 +190,33 @@ def run_notebook(source: Path, output: Path, parameters: dict[str, Any], *,
             f"notebook {source.name} ({label}) failed in cell {err.exec_count} "
             f"{first_line}: {err.ename}: {err.evalue}\nexecuted notebook with the "
             f"traceback: {output}{hint}") from None
-    _strip_timings(output)
+    _make_reproducible(output)
     wall = time.perf_counter() - start
     print(f"[{label}] finished in {wall:.1f} s", flush=True)
     return wall
 
 
-def _strip_timings(notebook: Path) -> None:
-    """Remove papermill's and the kernel's timestamps from an executed notebook and make its
-    paths relative, so that the same inputs give the same file in any clone."""
+def _make_reproducible(notebook: Path) -> None:
+    """Take out of an executed notebook what changes from one execution to the next:
+    papermill's and the kernel's timestamps, the random id of the injected-parameters cell,
+    object addresses in plain-text reprs (``<Styler at 0x7f…>``), absolute paths; so that the
+    same inputs give the same file in any clone."""
     nb = nbformat.read(notebook, as_version=4)
     paths = nb.metadata.get("papermill", {})
-    for key in ("input_path", "output_path"):  # relative to the executed copy, as in a clone
+    for key in ("input_path", "output_path"):  # relative to the executed copy
         if paths.get(key):
             paths[key] = os.path.relpath(paths[key], notebook.parent.resolve())
-    for meta in (nb.metadata.get("papermill", {}),
-                 *(c.metadata.get("papermill", {}) for c in nb.cells)):
+    for meta in (paths, *(c.metadata.get("papermill", {}) for c in nb.cells)):
         for key in _VOLATILE:
             meta.pop(key, None)
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.id = "injected-parameters"
+        for output in cell.get("outputs", []):
+            text = output.get("data", {}).get("text/plain")
+            if isinstance(text, str):
+                output["data"]["text/plain"] = re.sub(r" at 0x[0-9a-f]+>", ">", text)
     runs.atomic_write_text(notebook, nbformat.writes(nb) + "\n")
 
 
