@@ -15,6 +15,7 @@ import html
 import io
 import math
 import re
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -286,11 +287,14 @@ def plot_augmented(metrics: pd.DataFrame, table: pd.DataFrame) -> Figure | None:
                   ylabel="nats per token", yscale="log")
         entropy_ax.set(title=f"{title}: entropy of ỹ, validation targets", xlabel="epoch",
                        ylabel="nats")  # log |V| = ỹ uniform
-        if len(missing) == len(lines):
-            entropy_ax.set_yticks([])
-        if missing:  # under the axis, where it hides no curve
-            entropy_ax.set_xlabel("epoch\nnot recorded (runs older than the entropy field): "
-                                  + ", ".join(missing), fontsize=MIN_FONT_PT)
+        note = textwrap.fill("not recorded (runs older than the entropy field): "
+                             + ", ".join(missing), 80)
+        if len(missing) == len(lines):  # nothing to draw: the note alone
+            entropy_ax.set_axis_off()
+            entropy_ax.text(0.5, 0.5, note, transform=entropy_ax.transAxes, ha="center",
+                            va="center", fontsize=MIN_FONT_PT)
+        elif missing:  # under the axis, where it hides no curve
+            entropy_ax.set_xlabel(f"epoch\n{note}", fontsize=MIN_FONT_PT)
         for ax in (kl_ax, entropy_ax):
             _integer_epochs(ax)
         kl_ax.legend(loc="lower right", fontsize=MIN_FONT_PT)

@@ -50,7 +50,7 @@ main { max-width: 1200px; margin: 0 auto; }
 .jp-RenderedHTMLCommon caption { caption-side: bottom; text-align: left; padding-top: 4px; }
 .jp-RenderedHTMLCommon pre { overflow-x: auto; }
 .jp-RenderedHTMLCommon code { white-space: normal; }
-.jp-RenderedHTMLCommon img { display: inline-block; vertical-align: top; margin: 4px; }
+main .jp-RenderedHTMLCommon > img { display: inline-block; vertical-align: top; margin: 4px; }
 </style>
 {%- endblock extra_css -%}
 """
