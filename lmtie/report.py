@@ -96,8 +96,8 @@ def load_runs(results_dir: str | Path, preset: str | None = None) -> pd.DataFram
 
     Returns:
         DataFrame, one row per run in the paper's order (then seed); perplexities per token
-        (exp nats), ``wall_s`` seconds; ``preset`` is the run_id suffix ("" for the full
-        schedule of Decision T1).
+        (exp nats), ``wall_s`` seconds; ``preset`` is the run_id suffix, or ``"full"`` for
+        the full schedule of Decision T1.
 
     Raises:
         FileNotFoundError: a run dir lacks ``config.json``; a run that completed all its
@@ -124,7 +124,8 @@ def _run_row(run_dir: Path, expected: Config | None, preset: str | None) -> dict
                          f"{config.seed} --force) or move "
                          "the run dir away")
     command = train_command(config)
-    row: dict[str, Any] = {**config.to_dict(), "run_id": config.run_id, "model": config.label,
+    row: dict[str, Any] = {**config.to_dict(), "preset": config.preset or "full",
+                           "run_id": config.run_id, "model": config.label,
                            "command": command, "run_dir": str(run_dir)}
     hint = (f"re-measure the run (`lmtie evaluate {run_dir}`), finish it (`{command} "
             f"--resume`), or move {run_dir} away")
