@@ -1,5 +1,6 @@
 # Every target bootstraps its own virtual environment (.venv) first.
-# Corpora: $LMTIE_DATA_DIR if set, else ./data (downloaded by `lmtie reproduce` when missing).
+# Corpora: $LMTIE_DATA_DIR if set, else ./data (PTB downloaded by `make smoke`/`make test`
+# when missing).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,13 +9,15 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 .PHONY: setup test smoke reproduce report bench lint lab
 setup: $(STAMP)
 
+# Quiet: setuptools' notice about editable installs (a UserWarning box) says nothing here.
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	rm -f $(VENV)/.installed-* && touch $@
+	@echo "setting up $(VENV) (once; about a minute)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
 
-test: setup  ## all tests, including the smoke pipeline on real PTB (slow marker)
+test: setup  ## all tests, including the smoke pipeline on real PTB (downloaded when missing)
 	$(BIN)/pytest
 
 smoke: setup  ## the main job: smoke preset of `lmtie reproduce` -> results/smoke/report.html

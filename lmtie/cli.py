@@ -1,4 +1,10 @@
-"""``lmtie train | evaluate | reproduce | data``: the command line of the companion."""
+"""lmtie: train, evaluate and diagnose the paper's models, reproduce its tables and figures as
+one HTML report, check or download the corpora, run the Figure 1 experiment.
+
+Commands: train | evaluate | diagnose | reproduce | data | subspace (lmtie COMMAND --help).
+--results-dir is always a results root (runs in <results-dir>/runs/); --preset always names
+a preset of lmtie reproduce (smoke | cpu | paper).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,33 @@ import math
 import sys
 from pathlib import Path
 
-import torch
-
-from lmtie import runs
 from lmtie.config import CORPORA, PRESETS, SIZES, VARIANTS, Config, make_config
-from lmtie.data import check_corpus, resolve_data_dir
-from lmtie.lock import RunLockedError
+
+# Heavy imports (torch, pandas, papermill) wait for the command that needs them, so that
+# `lmtie --help` answers at once.
+
+
+class _Renamed(argparse.Action):
+    """An option that was renamed: using it stops with the new name and its meaning."""
+
+    def __init__(self, option_strings, dest, new="", **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} was renamed: {self.new}")
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    """``--seeds 1,2,3`` → (1, 2, 3)."""
+    try:
+        seeds = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds are comma-separated integers, e.g. 1,2,3; "
+                                         f"got {text!r}") from None
+    if min(seeds) < 1:
+        raise argparse.ArgumentTypeError(f"seeds must be at least 1, got {text!r}")
+    return seeds
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -30,19 +57,23 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lmtie", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="lmtie", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = sub.add_parser("train", help="train one variant and write its run dir")
-    train.add_argument("--corpus", default="ptb", choices=CORPORA)
-    train.add_argument("--size", default="small", choices=SIZES)
+    train.add_argument("--corpus", default="ptb", choices=CORPORA, help="default: ptb")
+    train.add_argument("--size", default="small", choices=SIZES, help="default: small")
     train.add_argument("--variant", default="vd", choices=VARIANTS,
-                       help="vd = VD-LSTM, al = +AL, re = +RE (W = Lᵀ), real = +REAL")
-    train.add_argument("--epochs", type=int, default=None, help="default: the preset's (T1)")
+                       help="vd = VD-LSTM (default), al = +AL, re = +RE (W = Lᵀ), "
+                            "real = +REAL")
+    train.add_argument("--epochs", type=int, default=None,
+                       help="default: the size's, 40 / 60 / 100 (Decision T1)")
     train.add_argument("--max-batches", type=int, default=None,
-                       help="cap on training batches per epoch (shortened runs)")
-    train.add_argument("--seed", type=int, default=1)
-    train.add_argument("--tau", type=float, default=None, help="loss temperature (default 20)")
+                       help="cap on training batches per epoch (default: none, whole epochs)")
+    train.add_argument("--seed", type=int, default=1, help="default: 1")
+    train.add_argument("--tau", type=float, default=None,
+                       help="loss temperature (default: 20)")
     train.add_argument("--alpha", type=float, default=None,
                        help="weight of J^aug (default gamma * tau for +AL/+REAL, else 0)")
     train.add_argument("--no-detach-target", action="store_true",
@@ -56,10 +87,14 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--frozen-target", action="store_true",
                        help="build ỹ from a copy of L taken when each epoch begins, not from "
                             "the moving L (ablation: no feedback of the target)")
-    train.add_argument("--preset", default="",
+    train.add_argument("--suffix", default="",
                        help="run_id suffix (default: derived from the options that depart "
                             "from the preset, e.g. -e1 for --epochs 1)")
-    train.add_argument("--results-dir", default="results/runs")
+    train.add_argument("--preset", action=_Renamed, new="--suffix names the run_id suffix "
+                       "(presets are `lmtie reproduce --preset`)")
+    train.add_argument("--results-dir", default="results",
+                       help="results root: the run goes to <results-dir>/runs/<run_id>/ "
+                            "(default: results)")
     train.add_argument("--resume", action="store_true",
                        help="continue from the last completed epoch (a checkpoint of this "
                             "run's fingerprint); without one, start only a run dir that "
@@ -82,16 +117,25 @@ def _parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("reproduce", help="train a preset's runs, then render the report")
     rep.add_argument("--preset", default="smoke", choices=PRESETS,
-                     help="smoke: 4 short PTB runs (minutes); cpu: PTB small, full schedule "
-                          "(hours); paper: every Table 1 cell (GPU)")
-    rep.add_argument("--jobs", type=int, default=1, help="trainings run in parallel")
+                     help="smoke (default): 4 short PTB runs (minutes); cpu: PTB small, full "
+                          "schedule (hours); paper: every Table 1 cell (GPU)")
+    rep.add_argument("--seeds", type=_seeds, default=(1,),
+                     help="seeds to train, comma-separated, e.g. 1,2,3 (default: 1); the "
+                          "report shows every seed found")
+    rep.add_argument("--jobs", type=int, default=1,
+                     help="trainings run in parallel (default: 1)")
     rep.add_argument("--force", action="store_true", help="retrain finished runs")
     rep.add_argument("--report-only", action="store_true",
                      help="train nothing; re-render tables, figures and report.html")
-    rep.add_argument("--output-dir", default=None,
-                     help="default: results/smoke for the smoke preset, else results")
-    rep.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    rep.add_argument("--data-dir", default=None)
+    rep.add_argument("--results-dir", default=None,
+                     help="results root (default: results/smoke for the smoke preset, else "
+                          "results)")
+    rep.add_argument("--output-dir", action=_Renamed, new="--results-dir")
+    rep.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                     help="auto = CUDA when available (default), else CPU")
+    rep.add_argument("--data-dir", default=None,
+                     help="corpora folder (default: $LMTIE_DATA_DIR, else ./data; "
+                          "downloaded when missing)")
 
     data = sub.add_parser("data", help="check or download the corpora")
     data.add_argument("action", choices=("check", "download"))
@@ -109,10 +153,12 @@ def _parser() -> argparse.ArgumentParser:
                          "convergence: beta = 1, tau = 10 for 100 epochs, its own CSV")
     sp.add_argument("--seeds", type=int, default=3, help="runs per point (seeds 1..N)")
     sp.add_argument("--results-dir", default="results",
-                    help="writes subspace/runs.csv and figures/figure1{a,b}.png under it")
+                    help="results root: writes subspace/runs.csv and figures/figure1{a,b}.png "
+                         "under it (default: results)")
     sp.add_argument("--epochs", type=int, default=None,
                     help="epochs of every run (default: 20; 100 for --sweep convergence)")
-    sp.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    sp.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                    help="auto = CUDA when available (default), else CPU")
     sp.add_argument("--threads", type=int, default=1,
                     help="torch threads per job, also used by scipy's distance (default 1)")
     sp.add_argument("--jobs", type=int, default=1,
@@ -134,7 +180,7 @@ _SCHEDULE = ("epochs", "max_batches")  # shortening a run is not an ablation
 def _train_config(args: argparse.Namespace) -> Config:
     """The config of ``lmtie train``. A run that departs from the preset (fewer epochs, an
     ablation) gets a run_id suffix naming the change, e.g. ``-e1`` or ``-tau10``, unless
-    ``--preset`` names one, so it never overwrites the full-schedule run. An ablation (a
+    ``--suffix`` names one, so it never overwrites the full-schedule run. An ablation (a
     change of the model or the loss, not only of the schedule) is validation-only: it
     chooses between settings, so no test-set number is computed for it."""
     overrides = {k: v for k, v in (("epochs", args.epochs), ("max_batches", args.max_batches),
@@ -150,11 +196,11 @@ def _train_config(args: argparse.Namespace) -> Config:
     base = make_config(args.corpus, args.size, args.variant, seed=args.seed)
     config = make_config(args.corpus, args.size, args.variant, seed=args.seed, **overrides)
     changed = [k for k in overrides if getattr(base, k) != getattr(config, k)]
-    preset = args.preset or "-".join(  # 0.5 -> 0p5, 1e+20 -> 1e20
+    suffix = args.suffix or "-".join(  # 0.5 -> 0p5, 1e+20 -> 1e20
         _SWITCHES[k] if k in _SWITCHES
         else f"{_SUFFIX[k]}{overrides[k]:g}".replace(".", "p").replace("+", "")
         for k in changed)
-    return config.replace(preset=preset,
+    return config.replace(preset=suffix,
                           valid_only=any(k not in _SCHEDULE for k in changed))
 
 
@@ -183,10 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     disk)."""
     args = _parser().parse_args(argv)
     from lmtie.download import DownloadError
+    from lmtie.lock import RunLockedError
 
     try:
         _check_flags(args)
         if getattr(args, "threads", None):
+            import torch
+
             torch.set_num_threads(args.threads)
         return _run(args)
     except (ValueError, OSError, FloatingPointError, DownloadError, RunLockedError) as err:
@@ -198,8 +247,14 @@ def _run(args: argparse.Namespace) -> int:
     from lmtie import train
 
     if args.command == "train":
+        from lmtie import runs
+
+        if Path(args.results_dir).name == "runs":  # the old meaning: the runs folder itself
+            raise ValueError(f"--results-dir is the results root now (runs go to "
+                             f"<results-dir>/runs/): pass {Path(args.results_dir).parent}")
         run_dir = train.fit(_train_config(args), data_dir=args.data_dir,
-                            results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir,
+                            results_dir=Path(args.results_dir) / "runs",
+                            checkpoint_dir=args.checkpoint_dir,
                             device=args.device, resume=args.resume, force=args.force,
                             progress=not args.quiet)
         print(json.dumps(runs.read_json(run_dir / "final.json"), indent=2))
@@ -218,9 +273,10 @@ def _run(args: argparse.Namespace) -> int:
         from lmtie import pipeline  # papermill and nbconvert only when reproducing
 
         try:
-            pipeline.reproduce(args.preset, jobs=args.jobs, force=args.force,
-                               data_dir=args.data_dir, output_dir=args.output_dir,
-                               device=args.device, report_only=args.report_only)
+            pipeline.reproduce(args.preset, seeds=args.seeds, jobs=args.jobs,
+                               force=args.force, data_dir=args.data_dir,
+                               results_dir=args.results_dir, device=args.device,
+                               report_only=args.report_only)
         except pipeline.NotebookError as err:
             raise ValueError(str(err)) from err
     elif args.command == "data":
@@ -246,6 +302,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> None:
+    from lmtie.data import check_corpus, resolve_data_dir
+
     data_dir = resolve_data_dir(args.data_dir)
     if args.action == "download":
         if args.corpus is None:

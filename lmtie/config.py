@@ -1,4 +1,4 @@
-"""One frozen, validated configuration for a training run, and the presets of PAPER.md §4.
+"""One frozen, validated configuration for a training run, and the presets of docs/paper.md §4.
 
 Every field has the paper's name. ``make_config`` builds a config from a corpus, a size and a
 variant (the paper's hyperparameters and the project's Decisions), then applies overrides.
@@ -168,7 +168,7 @@ class Config:
 
 def make_config(corpus: str = "ptb", size: str = "small", variant: str = "vd",
                 **overrides: Any) -> Config:
-    """The preset of PAPER.md §4 for ``corpus`` × ``size`` × ``variant``, then ``overrides``.
+    """The preset of docs/paper.md §4 for ``corpus`` × ``size`` × ``variant``, then ``overrides``.
 
     Variants set two independent switches: ``tied`` (RE: W = Lᵀ, b = 0) and ``alpha`` (AL:
     ``alpha = gamma * tau``, Decision A1). An override of ``tau`` keeps ``alpha = gamma * tau``
@@ -206,22 +206,46 @@ def make_config(corpus: str = "ptb", size: str = "small", variant: str = "vd",
 PRESETS = ("smoke", "cpu", "paper")
 
 
-def preset_configs(preset: str) -> list[Config]:
-    """The runs of a ``lmtie reproduce`` preset.
+def preset_configs(preset: str, seeds: tuple[int, ...] = (1,)) -> list[Config]:
+    """The runs of a ``lmtie reproduce`` preset, for each of ``seeds`` (seed by seed: every
+    run of the first seed before any of the second).
 
     - ``smoke``: PTB small, the four variants, 2 epochs of 100 batches each (run_id suffix
       ``-smoke``); a few minutes on 2 CPU cores. Checks the pipeline, not the paper.
-    - ``cpu``: PTB small, the four variants, the full schedule (Decision T1), seed 1.
+    - ``cpu``: PTB small, the four variants, the full schedule (Decision T1).
     - ``paper``: every cell of Table 1 (PTB small/medium/large, WikiText-2 small/medium); GPU.
 
     Raises:
-        ValueError: unknown preset (names the choices).
+        ValueError: unknown preset (names the choices), or a seed below 1.
     """
     _choice("preset", preset, PRESETS)
+    if not seeds or min(seeds) < 1:
+        raise ValueError(f"seeds must be positive integers, got {list(seeds)}")
     if preset == "smoke":
-        return [make_config("ptb", "small", v, epochs=2, max_batches=100, preset="smoke")
-                for v in VARIANTS]
-    if preset == "cpu":
-        return [make_config("ptb", "small", v) for v in VARIANTS]
-    cells = [("ptb", s) for s in SIZES] + [("wikitext-2", s) for s in ("small", "medium")]
-    return [make_config(c, s, v) for c, s in cells for v in VARIANTS]
+        cells = [make_config("ptb", "small", v, epochs=2, max_batches=100, preset="smoke")
+                 for v in VARIANTS]
+    elif preset == "cpu":
+        cells = [make_config("ptb", "small", v) for v in VARIANTS]
+    else:
+        sizes = [("ptb", s) for s in SIZES] + [("wikitext-2", s) for s in ("small", "medium")]
+        cells = [make_config(c, s, v) for c, s in sizes for v in VARIANTS]
+    return [config.replace(seed=seed) for seed in seeds for config in cells]
+
+
+def preset_run(preset: str, run_id: str) -> Config | None:
+    """The config of ``preset``'s run ``run_id`` at whatever seed it names (e.g.
+    ``ptb-small-vd-seed3`` for ``cpu``), or None when ``run_id`` is not one of the preset's
+    runs (an ablation such as ``ptb-small-vd-seed1-e10`` is not).
+
+    Raises:
+        ValueError: unknown preset.
+    """
+    for config in preset_configs(preset):
+        head = f"{config.corpus}-{config.size}-{config.variant}-seed"
+        tail = f"-{config.preset}" if config.preset else ""
+        seed = run_id[len(head):len(run_id) - len(tail)]
+        if run_id.startswith(head) and run_id.endswith(tail) and seed.isdigit() and int(seed):
+            candidate = config.replace(seed=int(seed))
+            if candidate.run_id == run_id:
+                return candidate
+    return None

@@ -3,7 +3,7 @@
 Tokens are whitespace-separated words plus one ``<eos>`` per line (Zaremba et al. 2014); rare
 words are already ``<unk>`` in both corpora, so valid/test words missing from train are an error.
 
-Batching layout (Zaremba et al.; PAPER.md "hidden state carried across BPTT segments")::
+Batching layout (Zaremba et al.; docs/paper.md "hidden state carried across BPTT segments")::
 
     stream  a b c d e f g h i j k l m n o p q r s t u v w x y z     N = 26, B = 4
     batchify -> (N // B, B) = (6, 4); trailing "y z" dropped; column b = b-th chunk

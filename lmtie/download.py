@@ -3,7 +3,7 @@
 Steps: download into a temporary folder inside ``dest`` -> extract only the three split files
 (no path traversal) -> :func:`lmtie.data.check_corpus` on the temporary copy -> one ``rename``
 to ``dest/<corpus>/``. The temporary folder is removed whatever happens, so an interrupted or
-corrupt download never leaves a half corpus behind (DESIGN.md §3, "Downloads").
+corrupt download never leaves a half corpus behind.
 """
 
 from __future__ import annotations

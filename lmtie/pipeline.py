@@ -1,22 +1,28 @@
 """``lmtie reproduce``: papermill over the notebooks, then the HTML report.
 
-    preset_configs(preset) ─► 01_train.ipynb per unfinished run (``--jobs`` at a time)
-        ─► 02_perplexity_tables, 03_subspace_distance, 04_qualitative ─► 00_report ─► nbconvert
+    preset_configs(preset, seeds) ─► 01_train.ipynb per unfinished run (``--jobs`` at a time,
+        one console line per epoch) ─► 02_perplexity_tables, 03_subspace_distance,
+        04_qualitative ─► 00_report ─► nbconvert (an offline page: no script, no network)
 
-Everything goes under one output folder (``results/``, or ``results/smoke/`` for the smoke
+Everything goes under one results root (``results/``, or ``results/smoke/`` for the smoke
 preset): ``runs/``, ``tables/``, ``figures/``, ``notebooks/`` (the executed copies) and
 ``report.html``. Finished runs are skipped; an interrupted run resumes (``fit(resume=True)``).
+The same run files give the same bytes: executed notebooks keep no timestamps and name the
+results root relative to ``notebooks/``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+import jinja2
+import nbformat
 import papermill
 from nbconvert import HTMLExporter
 from traitlets.config import Config as KernelConfig
@@ -31,6 +37,24 @@ ANALYSIS_NOTEBOOKS = ("02_perplexity_tables.ipynb", "03_subspace_distance.ipynb"
                       "04_qualitative.ipynb")
 REPORT_NOTEBOOK = "00_report.ipynb"
 KERNEL_NAME = "python3"  # with ipykernel in the running environment: this interpreter
+# The report page: JupyterLab's look without its scripts (require.js, MathJax and mermaid
+# come from a CDN; the report has no maths), so it renders offline; and some house style.
+REPORT_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block extra_css -%}
+<style type="text/css">
+main { max-width: 1200px; margin: 0 auto; }
+.jp-RenderedHTMLCommon table { font-size: 13px; }
+.jp-RenderedHTMLCommon caption { caption-side: bottom; text-align: left; padding-top: 4px; }
+.jp-RenderedHTMLCommon pre { overflow-x: auto; }
+.jp-RenderedHTMLCommon code { white-space: normal; }
+main .jp-RenderedHTMLCommon > img { display: inline-block; vertical-align: top; margin: 4px; }
+</style>
+{%- endblock extra_css -%}
+"""
+_VOLATILE = ("start_time", "end_time", "duration")  # papermill's timings
 
 
 class NotebookError(RuntimeError):
@@ -38,14 +62,14 @@ class NotebookError(RuntimeError):
     where the executed copy (with the traceback) was kept."""
 
 
-def default_output_dir(preset: str) -> Path:
+def default_results_dir(preset: str) -> Path:
     """``results/smoke`` for the smoke preset (git-ignored), else ``results`` (relative to the
     current folder: run from the repository root). Raises: nothing."""
     return Path("results", "smoke") if preset == "smoke" else Path("results")
 
 
 def config_from_parameters(corpus: str, size: str, variant: str, seed: int = 1,
-                           epochs: int = 0, max_batches: int = 0, preset: str = "") -> Config:
+                           epochs: int = 0, max_batches: int = 0, suffix: str = "") -> Config:
     """The run config of notebook 01's parameters (0 = the size's default / no batch cap).
 
     Raises:
@@ -54,7 +78,7 @@ def config_from_parameters(corpus: str, size: str, variant: str, seed: int = 1,
     overrides: dict[str, Any] = {"epochs": epochs} if epochs else {}
     if max_batches:
         overrides["max_batches"] = max_batches
-    return make_config(corpus, size, variant, seed=seed, preset=preset, **overrides)
+    return make_config(corpus, size, variant, seed=seed, preset=suffix, **overrides)
 
 
 def train_parameters(config: Config, **settings: Any) -> dict[str, Any]:
@@ -65,7 +89,7 @@ def train_parameters(config: Config, **settings: Any) -> dict[str, Any]:
     """
     params = {"corpus": config.corpus, "size": config.size, "variant": config.variant,
               "seed": config.seed, "epochs": config.epochs,
-              "max_batches": config.max_batches or 0, "preset": config.preset}
+              "max_batches": config.max_batches or 0, "suffix": config.preset}
     if config_from_parameters(**params) != config:
         raise ValueError(f"{config.run_id}: its config has settings notebook 01's parameters "
                          "cannot express; train it with `lmtie train` instead")
@@ -85,6 +109,30 @@ def is_finished(run_dir: Path, config: Config) -> bool:
         return False
     return (Config.from_dict(runs.read_json(config_path)) == config
             and final_path.stat().st_mtime_ns >= config_path.stat().st_mtime_ns)
+
+
+def train_run(config: Config, results_dir: str | Path, *, force: bool = False,
+              **fit_args: Any) -> Path:
+    """Train ``config`` into ``<results_dir>/runs/<run_id>/`` (resuming an interrupted run),
+    unless that run has finished already (:func:`is_finished`): then nothing is trained or
+    rewritten, and a line says so. Returns the run dir.
+
+    Args:
+        force: retrain from scratch even a finished run.
+        fit_args: passed to :func:`lmtie.train.fit` (data_dir, checkpoint_dir, device).
+
+    Raises:
+        ValueError, FileNotFoundError, FloatingPointError: as :func:`lmtie.train.fit`.
+    """
+    run_dir = Path(results_dir) / "runs" / config.run_id
+    if not force and is_finished(run_dir, config):
+        print(f"{config.run_id}: finished already ({run_dir / 'final.json'}); nothing to "
+              "train (force = True retrains it)")
+        return run_dir
+    from lmtie.train import fit  # torch only when training
+
+    return fit(config, results_dir=Path(results_dir) / "runs", resume=True, force=force,
+               progress=False, **fit_args)
 
 
 def cpu_cores() -> int:
@@ -142,20 +190,48 @@ def run_notebook(source: Path, output: Path, parameters: dict[str, Any], *,
             f"notebook {source.name} ({label}) failed in cell {err.exec_count} "
             f"{first_line}: {err.ename}: {err.evalue}\nexecuted notebook with the "
             f"traceback: {output}{hint}") from None
+    _make_reproducible(output)
     wall = time.perf_counter() - start
     print(f"[{label}] finished in {wall:.1f} s", flush=True)
     return wall
 
 
+def _make_reproducible(notebook: Path) -> None:
+    """Take out of an executed notebook what changes from one execution to the next:
+    papermill's and the kernel's timestamps, the random id of the injected-parameters cell,
+    object addresses in plain-text reprs (``<Styler at 0x7f…>``), absolute paths; so that the
+    same inputs give the same file in any clone."""
+    nb = nbformat.read(notebook, as_version=4)
+    paths = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):  # relative to the executed copy
+        if paths.get(key):
+            paths[key] = os.path.relpath(paths[key], notebook.parent.resolve())
+    for meta in (paths, *(c.metadata.get("papermill", {}) for c in nb.cells)):
+        for key in _VOLATILE:
+            meta.pop(key, None)
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.id = "injected-parameters"
+        for output in cell.get("outputs", []):
+            text = output.get("data", {}).get("text/plain")
+            if isinstance(text, str):
+                output["data"]["text/plain"] = re.sub(r" at 0x[0-9a-f]+>", ">", text)
+    runs.atomic_write_text(notebook, nbformat.writes(nb) + "\n")
+
+
 def render_html(notebook: Path, html: Path) -> None:
-    """nbconvert ``notebook`` (executed) to a self-contained ``html`` page without code cells:
-    tables as HTML, figures as embedded PNGs.
+    """nbconvert ``notebook`` (executed) to a self-contained ``html`` page without code cells
+    and without scripts (``REPORT_TEMPLATE``): tables as HTML, figures as embedded PNGs; it
+    renders with no network.
 
     Raises:
         FileNotFoundError: ``notebook`` does not exist.
     """
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
-                            exclude_output_prompt=True)
+    exporter = HTMLExporter(extra_loaders=[jinja2.DictLoader({"report.html.j2":
+                                                               REPORT_TEMPLATE})],
+                            template_file="report.html.j2", exclude_input=True,
+                            exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_filename(str(notebook))
     runs.atomic_write_text(html, body)
 
@@ -186,31 +262,63 @@ def train_all(configs: list[Config], notebook: Path, executed: Path, settings: d
         return run_notebook(notebook, executed / f"01_train-{config.run_id}.ipynb", params,
                             kernel_name=kernel_name, label=f"01_train {config.run_id}")
 
+    runs_root = Path(settings["results_dir"], "runs")
+    if not runs_root.is_absolute():  # relative to the notebooks' folder, where they run
+        runs_root = notebook.parent / runs_root
+    seen = {c.run_id: _epochs_done(runs_root / c.run_id) for c in configs}
     with ThreadPoolExecutor(workers) as pool:  # threads only wait: kernels are processes
-        futures = [pool.submit(train, c) for c in configs]
+        pending = {pool.submit(train, c) for c in configs}
         try:
-            for future in as_completed(futures):
-                future.result()
+            while pending:
+                done, pending = wait(pending, timeout=2, return_when=FIRST_COMPLETED)
+                for config in configs:
+                    _report_epochs(config, runs_root / config.run_id, seen)
+                for future in done:
+                    future.result()
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
 
 
-def reproduce(preset: str, *, jobs: int = 1, force: bool = False,
-              data_dir: str | Path | None = None, output_dir: str | Path | None = None,
-              checkpoint_root: str | Path | None = None, device: str = "auto",
-              notebooks_dir: str | Path | None = None, kernel_name: str = KERNEL_NAME,
-              report_only: bool = False) -> Path:
-    """Train the runs of ``preset`` through notebook 01, run the analysis notebooks and render
-    ``<output_dir>/report.html``; returns its path.
+def _epochs_done(run_dir: Path) -> int:
+    """Epochs in ``run_dir``'s ``metrics.jsonl`` (0 without one)."""
+    try:
+        return len(runs.read_jsonl(run_dir / "metrics.jsonl"))
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def _report_epochs(config: Config, run_dir: Path, seen: dict[str, int]) -> None:
+    """Print one line per epoch that ``config``'s run completed since the last look."""
+    try:
+        rows = runs.read_jsonl(run_dir / "metrics.jsonl")
+    except (FileNotFoundError, ValueError):  # not started yet
+        return
+    for row in rows[seen[config.run_id]:]:
+        print(f"[01_train {config.run_id}] epoch {row['epoch']} of {config.epochs}: "
+              f"validation perplexity {row['valid_ppl']:.2f} ({row['elapsed_s']:.0f} s)",
+              flush=True)
+    seen[config.run_id] = len(rows)
+
+
+def reproduce(preset: str, *, seeds: tuple[int, ...] = (1,), jobs: int = 1,
+              force: bool = False, data_dir: str | Path | None = None,
+              results_dir: str | Path | None = None, checkpoint_root: str | Path | None = None,
+              device: str = "auto", notebooks_dir: str | Path | None = None,
+              kernel_name: str = KERNEL_NAME, report_only: bool = False) -> Path:
+    """Train the runs of ``preset`` for each of ``seeds`` through notebook 01, run the
+    analysis notebooks and render ``<results_dir>/report.html``; returns its path. The report
+    shows every seed of the preset found under ``<results_dir>/runs/``.
 
     Args:
         preset: ``smoke`` | ``cpu`` | ``paper`` (:func:`lmtie.config.preset_configs`).
+        seeds: the seeds to train (finished runs are skipped).
         jobs: trainings run in parallel; each gets ``max(1, cores // jobs)`` torch threads.
         force: retrain finished runs from scratch (deletes their files and checkpoints).
         data_dir: corpora (default ``$LMTIE_DATA_DIR``, else ``./data``); missing ones are
             downloaded first.
-        output_dir: default :func:`default_output_dir` (``results/smoke`` or ``results``).
+        results_dir: the results root (runs under ``runs/``); default
+            :func:`default_results_dir` (``results/smoke`` or ``results``).
         checkpoint_root: checkpoints go to ``<checkpoint_root>/<run_id>-<fingerprint>/``
             (default ``~/.cache/lmtie/checkpoints``, outside the git tree;
             :func:`lmtie.identity.checkpoint_dir_for`).
@@ -218,16 +326,16 @@ def reproduce(preset: str, *, jobs: int = 1, force: bool = False,
         notebooks_dir: where the notebooks are (default: the repository's ``notebooks/``).
         kernel_name: Jupyter kernel that papermill starts.
         report_only: train nothing; re-render tables, figures and the report from the run
-            files already in ``<output_dir>/runs/``.
+            files already in ``<results_dir>/runs/``.
 
     Raises:
-        ValueError: unknown preset, ``jobs < 1``, a corrupt ``config.json``.
+        ValueError: unknown preset, a seed below 1, ``jobs < 1``, a corrupt ``config.json``.
         FileNotFoundError: a notebook is missing (``lmtie`` not installed from a checkout).
         NotebookError: a notebook failed (names it and the cell; the executed copy is kept).
         lmtie.download.DownloadError: a corpus is missing and cannot be downloaded.
     """
     start = time.perf_counter()
-    configs = preset_configs(preset)
+    configs = preset_configs(preset, seeds)
     if jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}")
     source = Path(notebooks_dir or NOTEBOOKS_DIR)
@@ -235,7 +343,8 @@ def reproduce(preset: str, *, jobs: int = 1, force: bool = False,
         if not (source / name).is_file():
             raise FileNotFoundError(f"{source / name}: not found; run from a checkout of lmtie "
                                     "installed with `pip install -e .`")
-    out = Path(output_dir or default_output_dir(preset)).expanduser().resolve()
+    out = Path(results_dir or default_results_dir(preset)).expanduser().resolve()
+    from_notebooks = os.path.relpath(out, source.resolve())  # the same text in every clone
     todo = []
     for config in [] if report_only else configs:
         if force or not is_finished(out / "runs" / config.run_id, config):
@@ -246,8 +355,8 @@ def reproduce(preset: str, *, jobs: int = 1, force: bool = False,
     if todo:
         data_root = resolve_data_dir(data_dir)
         ensure_corpora({c.corpus for c in todo}, data_root)
-        settings = {"results_dir": str(out), "data_dir": str(data_root), "device": device,
-                    "force": force}
+        settings = {"results_dir": from_notebooks, "data_dir": str(data_root),
+                    "device": device, "force": force}
         root = Path(checkpoint_root or runs.DEFAULT_CHECKPOINT_ROOT).expanduser().resolve()
         shas = {corpus: split_sha256(corpus, data_root) for corpus in {c.corpus for c in todo}}
         folders = {c.run_id: identity.checkpoint_dir_for(
@@ -256,7 +365,8 @@ def reproduce(preset: str, *, jobs: int = 1, force: bool = False,
                   jobs=jobs, kernel_name=kernel_name)
     for name in (*ANALYSIS_NOTEBOOKS, REPORT_NOTEBOOK):
         run_notebook(source / name, out / "notebooks" / name,
-                     {"results_dir": str(out), "preset": preset}, kernel_name=kernel_name)
+                     {"results_dir": from_notebooks, "preset": preset},
+                     kernel_name=kernel_name)
     html = out / "report.html"
     render_html(out / "notebooks" / REPORT_NOTEBOOK, html)
     print(f"reproduce --preset {preset}: done in {time.perf_counter() - start:.0f} s; "

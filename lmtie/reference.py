@@ -1,4 +1,4 @@
-"""The paper's numbers, with provenance (PAPER.md §5 and §7). Nothing here is ours.
+"""The paper's numbers, with provenance (docs/paper.md §5 and §7). Nothing here is ours.
 
 Table 1: PTB columns from arXiv:1611.01462 v1 Table 1; WikiText-2 columns from v3 Table 1.
 Table 3 (v1): top next-word probabilities of the large VD-LSTM and +REAL on four PTB test
@@ -25,7 +25,7 @@ for _corpus, _table, _source in (("ptb", _PTB, "v1 Table 1"), ("wikitext-2", _WT
         for _variant, (_valid, _test) in _rows.items():
             TABLE1[(_corpus, _size, _variant)] = (_valid, _test, _source)
 
-# Unique parameters (tied counted once), PAPER.md §5: (corpus, size, tied) -> millions.
+# Unique parameters (tied counted once), docs/paper.md §5: (corpus, size, tied) -> millions.
 N_PARAMS_M = {
     ("ptb", "small", False): 4.65, ("ptb", "medium", False): 19.8, ("ptb", "large", False): 66.0,
     ("ptb", "small", True): 2.64, ("ptb", "medium", True): 13.3, ("ptb", "large", True): 51.0,

@@ -1,264 +1,175 @@
-"""What the report shows, from the frames of :mod:`lmtie.report`: figures as matplotlib
-``Figure`` objects (no pyplot state) — one run's learning curve, validation perplexity per epoch
-(the paper's Figure 2), subspace distance over epochs — and the page's styled Table 1, header,
-Decisions and Figure-1 section. :func:`save_figure` writes ``<results>/figures/*.png``.
+"""The report page's tables and sections, from the frames of :mod:`lmtie.tables` (or their
+CSVs): human column names, numbers to the digits that matter, Δ shaded by size, commands that
+copy as one line, the qualitative tables, the Decisions and the ablation and Figure 1
+sections. The opening summary is :mod:`lmtie.summary`, the figures :mod:`lmtie.figures`.
 """
 
 from __future__ import annotations
 
-import base64
+import hashlib
 import html
-import io
-import time
+import math
 from pathlib import Path
 
 import pandas as pd
-import seaborn as sns
-from IPython.display import HTML, Image, Markdown
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from IPython.display import HTML, Markdown
 from pandas.io.formats.style import Styler
 
-from lmtie import report, subspace
-from lmtie.config import SIZES, VARIANT_LABELS, make_config
+from lmtie import report, subspace, tables
+from lmtie.config import SIZES, make_config
+from lmtie.figures import embed
 
-
-def _facets(frame: pd.DataFrame, y: str, ylabel: str, title: str) -> Figure:
-    """One panel per (corpus, size) in ``frame``: ``y`` over epochs, one line per model
-    (the mean over seeds when a model has several)."""
-    cells = list(dict.fromkeys(zip(frame["corpus"], frame["size"], strict=True)))
-    fig = Figure(figsize=(0.6 + 4.2 * len(cells), 3.6), layout="constrained")
-    axes = fig.subplots(1, len(cells), squeeze=False)[0]
-    order = [label for label in VARIANT_LABELS.values() if label in set(frame["model"])]
-    for ax, (corpus, size) in zip(axes, cells, strict=True):
-        cell = frame[(frame["corpus"] == corpus) & (frame["size"] == size)]
-        sns.lineplot(data=cell, x="epoch", y=y, hue="model", hue_order=order, marker="o",
-                     errorbar=None, ax=ax)
-        ax.set(title=f"{corpus} {size}", xlabel="epoch", ylabel=ylabel)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    return fig
-
-
-def plot_learning_curve(metrics: pd.DataFrame, title: str) -> Figure:
-    """Train (with dropout) and validation perplexity of one run over epochs, log scale.
-
-    Args:
-        metrics: a :func:`lmtie.report.read_metrics` frame (``epoch``, ``train_ppl``,
-            ``valid_ppl``).
-
-    Raises: nothing.
-    """
-    fig = Figure(figsize=(5.5, 3.6), layout="constrained")
-    ax = fig.subplots()
-    ax.plot(metrics["epoch"], metrics["train_ppl"], marker="o", label="train (with dropout)")
-    ax.plot(metrics["epoch"], metrics["valid_ppl"], marker="o", label="valid")
-    ax.set(title=title, xlabel="epoch", ylabel="perplexity", yscale="log")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend()
-    ax.grid(alpha=0.3)
-    return fig
-
-
-def plot_valid_curves(metrics: pd.DataFrame) -> Figure | None:
-    """Validation perplexity per epoch of each variant, one panel per corpus and size; None
-    when no run has completed an epoch.
-
-    Args:
-        metrics: a :func:`lmtie.report.load_metrics` frame (in-progress runs included).
-
-    Raises: nothing. Paper: Figure 2 (validation perplexity during training).
-    """
-    if metrics.empty:
-        return None
-    return _facets(metrics, "valid_ppl", "validation perplexity",
-                   "Validation perplexity per epoch")
-
-
-def plot_ablations(metrics: pd.DataFrame, table: pd.DataFrame) -> Figure | None:
-    """Validation perplexity per epoch of the ablation runs, one panel per base run: the base
-    (solid black), the VD-LSTM run of its corpus and size (solid grey, the baseline every
-    variant should beat) and each ablation (dashed, a colour each). The y axis runs from
-    0.95 × to 1.6 × the panel's lowest perplexity, so that late differences show; a run that
-    ends above it (e.g. one that diverged) says where in its legend entry. None when
-    ``table`` is empty.
-
-    Args:
-        metrics: a :func:`lmtie.report.load_metrics` frame holding the ablation runs, their
-            base runs and the VD-LSTM runs. table: a :func:`lmtie.report.ablations` frame.
-
-    Raises: nothing.
-    """
-    if table.empty:
-        return None
-    bases = list(dict.fromkeys(table["base_run_id"]))
-    fig = Figure(figsize=(0.6 + 4.6 * len(bases), 5.4), layout="constrained")
-    axes = fig.subplots(1, len(bases), squeeze=False)[0]
-    for ax, base_id in zip(axes, bases, strict=True):
-        rows = table[table["base_run_id"] == base_id]
-        first = rows.iloc[0]
-        vd = metrics[(metrics["corpus"] == first["corpus"]) & (metrics["size"] == first["size"])
-                     & (metrics["variant"] == "vd") & ~metrics["run_id"].isin(table["run_id"])]
-        lines = [(base_id, first["model"], {"color": "black"})]
-        lines += [(vd_id, "VD-LSTM", {"color": "0.6"})
-                  for vd_id in dict.fromkeys(vd["run_id"]) if vd_id != base_id]
-        colours = sns.color_palette(n_colors=len(rows))
-        lines += [(run_id, change, {"color": colour, "linestyle": "--", "marker": "."})
-                  for run_id, change, colour in zip(rows["run_id"], rows["change"], colours,
-                                                    strict=True)]
-        shown = metrics[metrics["run_id"].isin([run_id for run_id, _, _ in lines])]
-        low = shown["valid_ppl"].min()
-        top = 1.6 * low
-        for run_id, label, style in lines:
-            run = metrics[metrics["run_id"] == run_id]
-            last = run.sort_values("epoch")["valid_ppl"].iloc[-1]
-            if last > top:
-                label += f" (ends at {last:.4g}, off the plot)"
-            ax.plot(run["epoch"], run["valid_ppl"], label=label, **style)
-        ax.set(title=f"{first['corpus']} {first['size']} {first['model']}", xlabel="epoch",
-               ylabel="validation perplexity", ylim=(0.95 * low, top))
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))  # below
-    fig.suptitle("Ablations (dashed) beside their base run (black): validation perplexity")
-    return fig
-
-
-def plot_augmented(metrics: pd.DataFrame, table: pd.DataFrame) -> Figure | None:
-    """The augmented term over training, for every run that trains with it (+AL, +REAL and
-    their ablations): J^aug on the training set (nats per token, log scale) and the mean
-    entropy of its target ỹ over the validation targets (nats; log |V| = no word similarity;
-    recorded from 2026-12-02 on). One line per run; None when no run has ``train_aug_kl > 0``.
-
-    Args:
-        metrics: a :func:`lmtie.report.load_metrics` frame. table: a
-            :func:`lmtie.report.ablations` frame (its ``change`` labels the ablation runs).
-
-    Raises: nothing. Paper: eqs. 3.2, 3.7.
-    """
-    augmented = metrics.groupby("run_id")["train_aug_kl"].transform("max") > 0
-    metrics = metrics[augmented]
-    if metrics.empty:
-        return None
-    changes = dict(zip(table["run_id"], table["change"], strict=True))
-    fig = Figure(figsize=(11, 5.2), layout="constrained")
-    kl_ax, entropy_ax = fig.subplots(1, 2, sharex=True)
-    groups = metrics.groupby("run_id", sort=False)
-    for (run_id, rows), colour in zip(groups, sns.color_palette("husl", groups.ngroups),
-                                      strict=True):  # a colour of its own for each run
-        first = rows.iloc[0]
-        label = f"{first['corpus']} {first['size']} {first['model']}"
-        label += f", {changes[run_id]}" if run_id in changes else ""
-        style = {"color": colour, **({"linestyle": "--", "marker": "."} if run_id in changes
-                                     else {})}
-        kl_ax.plot(rows["epoch"], rows["train_aug_kl"], label=label, **style)
-        entropy_ax.plot(rows["epoch"], rows["target_entropy"], **style)  # NaN draws nothing
-    kl_ax.set(title="J^aug = KL(ỹ ‖ ŷ) on the training set", xlabel="epoch",
-              ylabel="nats per token", yscale="log")
-    entropy_ax.set(title="entropy of ỹ over the validation targets", xlabel="epoch",
-                   ylabel="nats")
-    if metrics["target_entropy"].isna().all():
-        entropy_ax.text(0.5, 0.5, "not recorded for these runs\n(metrics.jsonl from 2026-12-02 on)",
-                        transform=entropy_ax.transAxes, ha="center", va="center")
-    for ax in (kl_ax, entropy_ax):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    fig.legend(fontsize=7, loc="outside lower center", ncols=2)
-    fig.suptitle("The augmented loss during training (dashed: ablations)")
-    return fig
-
-
-def plot_subspace_distance(table: pd.DataFrame) -> Figure | None:
-    """Subspace distance(Lᵀ, W) over epochs of the untied runs; 1 = orthogonal, 0 = equal;
-    None when ``table`` is empty (no untied run has completed an epoch).
-
-    Args:
-        table: a :func:`lmtie.report.subspace_table` frame.
-
-    Raises: nothing. Paper: Sec. 6.2; Decision S1.
-    """
-    if table.empty:
-        return None
-    return _facets(table, "subspace_distance", "subspace distance(Lᵀ, W)",
-                   "Subspace distance between Lᵀ and W (untied models)")
-
-
-def _image(fig: Figure, dpi: int) -> Image:
-    """``fig`` as a PNG image, its title as the alternative text."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    return Image(data=buffer.getvalue(), alt=fig.get_suptitle() or fig.axes[0].get_title())
-
-
-def save_figure(fig: Figure | None, path: str | Path,
-                why: str = "no run has completed an epoch. Train one (commands in Table 1)"
-                ) -> Image | Markdown:
-    """Write ``fig`` as a 150-dpi PNG to ``path`` (folders created); returns the image, so a
-    notebook cell ending in ``save_figure(...)`` shows exactly the saved file. ``fig`` None
-    (nothing to plot yet) removes a stale ``path`` and returns a note saying ``why``.
-
-    Raises:
-        OSError: ``path`` cannot be written.
-    """
-    path = Path(path)
-    if fig is None:
-        path.unlink(missing_ok=True)
-        return Markdown(f"*Nothing to plot yet for `{path.name}`: {why}.*")
-    image = _image(fig, 150)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(image.data)
-    return image
-
-
-def embed(path: str | Path, alt: str) -> HTML | Markdown:
-    """The PNG at ``path`` as an inline ``<img>`` with alternative text ``alt`` (nbconvert's
-    HTML drops the ``alt`` of an ``Image``), for the report; a note when there is none yet.
-
-    Raises: nothing.
-    """
-    if not Path(path).is_file():
-        return Markdown(f"*{alt}: not produced yet (no run has completed an epoch).*")
-    png = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return HTML(f'<img src="data:image/png;base64,{png}" alt="{html.escape(alt)}">')
-
-
-def show(fig: Figure) -> Image:
-    """``fig`` as an embedded PNG (100 dpi, no file), for notebooks. Raises: nothing."""
-    return _image(fig, 100)
+# Shades of |Δ| (perplexity points, ours − paper): upper bound, colour, meaning
+DELTA_SHADES = ((1.0, "#c7e9c0", "≤ 1"),
+                (tables.GAP_TOLERANCE, "#edf8b1", f"≤ {tables.GAP_TOLERANCE:g} (reproduced)"),
+                (10.0, "#fdd49e", "≤ 10"), (math.inf, "#fc9272", "> 10"))
 
 
 def styled(frame: pd.DataFrame, precision: int = 3) -> Styler:
     """``frame`` without its index, floats to ``precision`` decimals, "–" for missing, text
-    HTML-escaped (``<unk>`` is a word, not a tag). Raises: nothing."""
-    return (frame.style.format(precision=precision, na_rep="–", escape="html")  # <unk>
-            .hide(axis="index"))
+    HTML-escaped (``<unk>`` is a word, not a tag); its HTML id is a hash of its content, so
+    the same table renders to the same bytes. Raises: nothing."""
+    uuid = hashlib.sha1(frame.to_csv(index=False).encode()).hexdigest()[:10]
+    return (Styler(frame, uuid=uuid, cell_ids=False)
+            .format(precision=precision, na_rep="–", escape="html").hide(axis="index"))
+
+
+def _shade(value: object) -> str:
+    """The background of a Δ cell: by its size (``DELTA_SHADES``), none when missing."""
+    if not isinstance(value, int | float) or math.isnan(value):
+        return ""
+    colour = next(c for bound, c, _ in DELTA_SHADES if abs(value) <= bound)
+    return f"background-color: {colour}"
+
+
+def _short_sha(shas: pd.Series) -> pd.Series:
+    """Git shas to 10 hex digits, ``-dirty`` kept."""
+    return shas.astype("string").str.replace(r"^([0-9a-f]{10})[0-9a-f]*", r"\1", regex=True)
+
+
+def _ours(table: pd.DataFrame, split: str) -> pd.Series:
+    """Our mean ± std of ``split`` perplexity per cell; the mean alone for one seed."""
+    mean, std = table[f"{split}_ppl"], table[f"{split}_std"]
+    return pd.Series([("–" if pd.isna(m) else f"{m:.2f}" if pd.isna(s) else f"{m:.2f} ± {s:.2f}")
+                      for m, s in zip(mean, std, strict=True)], index=table.index)
 
 
 def display_table1(table: pd.DataFrame) -> Styler:
-    """A :func:`lmtie.report.table1` frame (or its CSV) for the report: ours, the paper's and
-    the difference; "–" where there is no number; ``run / command`` is a finished run's id,
-    else the command that produces it (``--resume`` for a run in progress).
+    """The cells of a :func:`lmtie.tables.table1` frame (or its CSV) that have runs here:
+    ours (mean ± sample std over the finished seeds; the mean alone, "(1 seed)" in the
+    seeds column, for one), the paper's, and Δ = our mean − paper shaded by size
+    (``DELTA_SHADES``); parameters in millions; seeds still training. The cells not run are
+    :func:`to_run`'s.
 
     Raises: nothing.
     """
-    sha = table["git_sha"].astype("string")
+    table = table[table["status"] != "not run"].reset_index(drop=True)
+    names = [", ".join(f"{float(s):g}" for s in str(seeds).split(",")) if n else ""
+             for n, seeds in zip(table["n"], table["seeds"], strict=True)]  # CSV: 1 → 1.0
+    seeds = [("in progress" if n == 0 else f"{s} (1 seed)" if n == 1 else f"{s} (n = {n:.0f})")
+             for n, s in zip(table["n"], names, strict=True)]
     shown = pd.DataFrame({
         "corpus": table["corpus"], "size": table["size"], "model": table["model"],
-        "status": table["status"], "valid": table["valid_ppl"],
-        "valid (paper)": table["paper_valid_ppl"],
-        "valid Δ": table["valid_diff"], "test": table["test_ppl"],
-        "test (paper)": table["paper_test_ppl"], "test Δ": table["test_diff"],
-        "params M": table["n_params_m"], "params M (paper)": table["paper_n_params_m"],
-        "epochs": table["epochs_run"], "preset": table["preset"], "device": table["device"],
-        "git sha": sha.str.replace(r"^([0-9a-f]{10})[0-9a-f]*", r"\1", regex=True),
-        "run / command": table["run_id"].where(table["status"] == "finished",
-                                               table["command"])})
-    return styled(shown, 2).format("{:.0f}", subset=["epochs"], na_rep="–", escape="html")
+        "seeds": seeds, "valid, ours": _ours(table, "valid"),
+        "valid, paper": table["paper_valid_ppl"], "valid Δ": table["valid_diff"],
+        "test, ours": _ours(table, "test"), "test, paper": table["paper_test_ppl"],
+        "test Δ": table["test_diff"], "params (M), ours": table["n_params_m"],
+        "params (M), paper": table["paper_n_params_m"]})
+    if table["in_progress"].notna().any():
+        shown["in progress"] = table["in_progress"].fillna("")
+    key = " · ".join(f'<span style="background-color: {c}">&nbsp;{text}&nbsp;</span>'
+                     for _, c, text in DELTA_SHADES)
+    return (styled(shown, 2).format("{:+.2f}", subset=["valid Δ", "test Δ"], na_rep="–")
+            .map(_shade, subset=["valid Δ", "test Δ"])
+            .set_caption(f"|Δ| in perplexity points: {key}"))
+
+
+def to_run(table: pd.DataFrame) -> Markdown:
+    """The cells of a :func:`lmtie.tables.table1` frame not run here, as commands to copy:
+    ``lmtie reproduce --preset paper`` for them all, or one shell line per corpus and size
+    that trains its variants; a note when every cell has a run. Raises: nothing."""
+    todo = table[table["status"] == "not run"]
+    if todo.empty:
+        return Markdown("Every cell of Table 1 has a run here.")
+    lines = []
+    for _, cell in todo.groupby(["corpus", "size"], sort=False):
+        variants = [command.rsplit(" ", 1)[1] for command in cell["command"]]
+        prefix = cell["command"].iloc[0].rsplit(" ", 1)[0]
+        lines.append(f"for v in {' '.join(variants)}; do {prefix} $v; done")
+    return Markdown(f"{len(todo)} cells need a GPU: `lmtie reproduce --preset paper --jobs 1` "
+                    "runs them all (finished runs are skipped), or one corpus and size at a "
+                    "time:\n\n```\n" + "\n".join(lines) + "\n```")
+
+
+def display_claims(claims: pd.DataFrame) -> Styler:
+    """A :func:`lmtie.tables.claims` frame with human column names. Raises: nothing."""
+    return styled(claims.rename(columns={
+        "claim": "claim", "paper": "holds in the paper", "ours": "holds here",
+        "ours_test": "our test perplexities", "paper_test": "the paper's"}))
+
+
+def display_ablations(table: pd.DataFrame) -> Styler:
+    """A :func:`lmtie.tables.ablations` frame without commands (the provenance has them),
+    with human column names. Raises: nothing."""
+    shown = table.rename(columns={
+        "change": "change from the base run", "epoch": "at epoch",
+        "valid_ppl": "valid, ablation", "base_valid_ppl": "valid, base",
+        "valid_diff": "Δ (ablation − base)", "run_id": "run", "base_run_id": "base run"})
+    return (styled(shown.drop(columns=["command", "corpus", "size"]), 2)
+            .format("{:+.2f}", subset=["Δ (ablation − base)"], na_rep="–"))
+
+
+def display_test_statistics(table: pd.DataFrame) -> Styler:
+    """A :func:`lmtie.tables.unk_rank` frame with human column names. Raises: nothing."""
+    return styled(table.rename(columns={
+        "test_ppl": "test perplexity", "mean_p_unk": "mean p(<unk>)",
+        "mean_target_rank": "mean rank of the target", "target_entropy": "entropy of ỹ (nats)",
+        "uniform_entropy": "log |V| (nats)", "logit_std": "spread of W h",
+        "target_logit_std": "spread of Lᵀu", "logit_target_corr": "corr(W h, Lᵀu)",
+        "run_id": "run"}).drop(columns=["corpus", "size"]))
+
+
+def command_html(command: str) -> str:
+    """``command`` as HTML ``<code>`` that wraps only between flags: each flag stays on one
+    line with its value, and the text copies as the command. Raises: nothing."""
+    groups: list[str] = []
+    for word in command.split():
+        if groups and not word.startswith("--") and (groups[-1].startswith("--")
+                                                    or len(groups) == 1):
+            groups[-1] += f" {word}"
+        else:
+            groups.append(word)
+    return "<code>" + " ".join(f'<span style="white-space: nowrap">{html.escape(g)}</span>'
+                               for g in groups) + "</code>"
+
+
+def display_provenance(runs: pd.DataFrame) -> list[Styler | Markdown]:
+    """A :func:`lmtie.tables.provenance` frame (or ``tables/runs.csv``) for the page: every
+    run, its epochs, device, code (short git sha), start, wall time in hours and the command
+    that makes it (or resumes it); then what ``-dirty`` means. Raises: nothing."""
+    shown = pd.DataFrame({
+        "run": runs["run_id"], "model": runs["model"], "status": runs["status"],
+        "epochs run / planned": [f"{r:.0f} / {p:.0f}" for r, p in
+                                 zip(runs["epochs_run"], runs["epochs"], strict=True)],
+        "best epoch": runs["best_epoch"], "batches an epoch": runs["max_batches"],
+        "device": runs["device"], "threads": runs["threads"], "torch": runs["torch"],
+        "git": _short_sha(runs["git_sha"]),
+        "started (UTC)": runs["start_time"].astype("string").str.replace("T", " ")
+        .str.slice(0, 16), "hours": runs["wall_s"] / 3600, "command": runs["command"]})
+    if shown["batches an epoch"].isna().all():
+        shown = shown.drop(columns="batches an epoch")
+    note = Markdown("`git`: the commit the run started from (10 digits); **`-dirty`**: the "
+                    "package's own files (`lmtie/`) differed from that commit when the run "
+                    "started, so the code was that commit plus uncommitted changes. `hours`: "
+                    "wall time of the run (the runs shared the machine with other work; see "
+                    "`results/LOG.md`). `command`: copy it to run it again (`--resume` "
+                    "continues one in progress).")
+    return [styled(shown, 2).format("{:.0f}", subset=["best epoch", "threads"], na_rep="–")
+            .format(command_html, subset=["command"], escape=None), note]
 
 
 def qualitative_sections(long: pd.DataFrame) -> list[Markdown | Styler]:
-    """Per phrase of a :func:`lmtie.report.qualitative` frame: a heading with the context and
+    """Per phrase of a :func:`lmtie.tables.qualitative` frame: a heading with the context and
     the target, then the rank × model table with the target word highlighted.
 
     Raises: nothing. Paper: Sec. 6.4, v1 Table 3.
@@ -270,15 +181,15 @@ def qualitative_sections(long: pd.DataFrame) -> list[Markdown | Styler]:
         context, target = rows["context"].iloc[0], rows["target"].iloc[0]
         sections.append(Markdown(f"**{phrase}.** “{html.escape(context)} …” → target "
                                  f"**{html.escape(target)}**"))  # <unk> is not a tag
-        table = report.qualitative_table(long, phrase).rename_axis(columns=None).reset_index()
-        sections.append(table.style.format(escape="html").hide(axis="index").map(
+        table = tables.qualitative_table(long, phrase).rename_axis(columns=None).reset_index()
+        sections.append(styled(table).map(
             lambda cell, t=target: "font-weight: bold; background: #fde9a9"
             if str(cell).split(" ")[0] == t else ""))
     return sections
 
 
 def decisions_markdown() -> Markdown:
-    """The project's Decisions (PAPER.md §2, §4, §6) as a markdown list, numbers read from the
+    """The project's Decisions (docs/paper.md §2, §4, §6) as a markdown list, numbers read from the
     presets (:func:`lmtie.config.make_config`), so the text cannot drift from the code.
 
     Raises: nothing.
@@ -313,29 +224,6 @@ def decisions_markdown() -> Markdown:
         "Q = orth(W): the root-mean-square sine of the principal angles."]))
 
 
-def summary_markdown(provenance: pd.DataFrame, preset: str) -> Markdown:
-    """Report header: preset and the command that regenerates the page, number of runs,
-    devices, torch versions, git shas, time of rendering (UTC).
-
-    Args:
-        provenance: a :func:`lmtie.report.provenance` frame (or ``tables/runs.csv``).
-
-    Raises: nothing.
-    """
-    def values(column: str) -> str:
-        return ", ".join(f"`{v}`" for v in dict.fromkeys(provenance[column].astype(str)))
-
-    lines = [f"**Preset** `{preset}`: `lmtie reproduce --preset {preset}` regenerates this "
-             "page." if preset else "**Every run** of the results folder.",
-             f"**Runs** {len(provenance)} · **device** {values('device')} · **torch** "
-             f"{values('torch')} · **git** {values('git_sha')} · **rendered** "
-             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"]
-    if (provenance["preset"] == "smoke").any():
-        lines.append("> **Smoke runs** (a few hundred batches) check the pipeline, not the "
-                     "paper: their perplexities are far above the paper's.")
-    return Markdown("\n\n".join(lines))
-
-
 NO_ABLATIONS = ("no ablation runs yet. `lmtie train` with a departing setting (e.g. "
                 "`--no-detach-target`, `--tau 10`) writes one beside the preset's runs")
 
@@ -352,30 +240,32 @@ def ablations_section(results_dir: str | Path) -> list[HTML | Markdown | Styler]
     if table.empty:
         return [Markdown(f"*{NO_ABLATIONS[0].upper()}{NO_ABLATIONS[1:]}.*")]
     figures = Path(results_dir) / "figures"
-    return [styled(table.drop(columns="command"), 2), embed(figures / "ablations.png",
-                                                          "Ablations"),
+    return [display_ablations(table), embed(figures / "ablations.png", "Ablations"),
             embed(figures / "augmented.png", "The augmented loss during training")]
 
 
 def figure1(results_dir: str | Path) -> list[HTML | Markdown | Styler]:
     """The paper's Figure 1: the final distance per point beside the paper's
     (``subspace.report_rows``, from the CSVs under ``<results_dir>/subspace/``), then
-    ``figures/figure1a.png`` and ``figure1b.png`` (written by notebook 05) as embedded images,
-    the distance per epoch (``figure1{a,b}_epochs.png``) and the longer β = 1 run
-    (``figure1_convergence.png``) where drawn, or how to produce the missing ones.
+    ``figures/figure1a.png`` and ``figure1b.png`` (written by notebook 05), the distance per
+    epoch (``figure1{a,b}_epochs.png``) and the longer β = 1 run (``figure1_convergence.png``)
+    where drawn, as one HTML output of embedded images; or how to produce the missing ones.
 
     Raises: ValueError on a malformed results CSV. Paper: Sec. 6.2, Figure 1.
     """
     figures = Path(results_dir) / "figures"
     paths = [figures / f"figure1{p}.png" for p in "ab"]
     points = subspace.report_rows(results_dir)
-    shown: list[HTML | Markdown | Styler] = [styled(pd.DataFrame(points)).format(
-        "{:g}", subset=["beta", "tau", "epochs"])] if points else []
-    shown += [embed(p, f"Figure 1{p.stem[-1]}") for p in paths if p.is_file()]
-    shown += [embed(figures / f"figure1{p}_epochs.png", f"Figure 1{p} over training")
-              for p in "ab" if (figures / f"figure1{p}_epochs.png").is_file()]
+    names = {"beta": "β", "tau": "τ", "distance": "distance (mean over seeds)"}
+    shown: list[HTML | Markdown | Styler] = [styled(pd.DataFrame(points).rename(
+        columns=names)).format("{:g}", subset=["β", "τ", "epochs"])] if points else []
+    images = [embed(p, f"Figure 1{p.stem[-1]}") for p in paths if p.is_file()]
+    images += [embed(figures / f"figure1{p}_epochs.png", f"Figure 1{p} over training")
+               for p in "ab" if (figures / f"figure1{p}_epochs.png").is_file()]
     if (figures / "figure1_convergence.png").is_file():
-        shown.append(embed(figures / "figure1_convergence.png", "β = 1, τ = 10 trained longer"))
+        images.append(embed(figures / "figure1_convergence.png", "β = 1, τ = 10 trained longer"))
+    if images:  # one output, so that the images stand side by side where the page allows
+        shown.append(HTML(" ".join(image.data for image in images)))
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
         shown.append(Markdown(

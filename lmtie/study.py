@@ -60,7 +60,7 @@ class Hypothesis:
 HYPOTHESES = (
     Hypothesis("J^aug weighs 35 times too much (KL averaged over batch × time, CE summed "
                "over time): α/35", "ptb-small-real-seed1-e10-alphadiv35", FAITHFUL, (RE,),
-               "--variant real --epochs 10 --alpha 0.37142857142857144 --preset "
+               "--variant real --epochs 10 --alpha 0.37142857142857144 --suffix "
                "e10-alphadiv35"),
     Hypothesis("the target moves with the tied L (feedback): ỹ from L frozen for each epoch",
                "ptb-small-real-seed1-e10-frozen", FAITHFUL, (RE,),

@@ -395,7 +395,7 @@ def plot_figure1(rows: list[dict], sweep: str, path: str | Path) -> Path:
     ax.set_ylabel("subspace distance (Lᵀ, W)")
     ax.set_ylim(0, 1.05)
     ax.set_title(f"Figure 1{sweep}: span(W) vs span(Lᵀ), PTB 20k-token slice")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=9, loc="lower left")
     return _save(fig, path)
 
 
@@ -436,7 +436,7 @@ def plot_distance_per_epoch(rows: list[dict], sweep: str, path: str | Path) -> P
                 label=f"{'β' if sweep == 'a' else 'τ'} = {curve['x']:g}")
     ax.set(xlabel="epoch", ylabel="subspace distance (Lᵀ, W)", ylim=(0, 1.05),
            title=f"Figure 1{sweep} over training (mean over seeds)")
-    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    ax.legend(fontsize=9, ncol=2, loc="lower left")
     return _save(fig, path)
 
 
@@ -464,7 +464,7 @@ def plot_convergence(rows: list[dict], path: str | Path) -> Path:
     ax.axhline(1 / math.sqrt(d), color="grey", ls=":", label=f"1/√d (d = {d})")
     ax.set(xlabel="epoch", ylabel="subspace distance (Lᵀ, W)", ylim=(0, 1.05),
            title="β = 1, τ = 10 trained longer")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=9, loc="upper right")
     return _save(fig, path)
 
 
@@ -481,7 +481,7 @@ def _save(fig: Any, path: str | Path) -> Path:
     """``fig`` as a 120-dpi PNG at ``path`` (folders created); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, metadata={"Software": None})  # same figure, same bytes
     return path
 
 

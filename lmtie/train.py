@@ -1,7 +1,7 @@
 """Training: ``fit(config)`` writes a run dir; ``evaluate_run`` re-measures one.
 
 Paper: Sec. 6.1 and appendix (SGD, lr decay, clipping, state carried across segments);
-Decisions T1, T2, E1 of PAPER.md.
+Decisions T1, T2, E1 of docs/paper.md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,11 @@
-"""Shared fixtures. Real corpora come from $LMTIE_DATA_DIR (CI: ../shared/data)."""
+"""Shared fixtures. Real corpora come from $LMTIE_DATA_DIR (CI: ../shared/data), else from
+./data, where Penn Treebank is downloaded when missing (as `make smoke` does)."""
 
-import os
+import contextlib
+import io
 import random
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,14 +21,42 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """Root folder of the real corpora; skips the test when $LMTIE_DATA_DIR is unset/missing."""
-    value = os.environ.get("LMTIE_DATA_DIR")
-    if not value:
-        pytest.skip("LMTIE_DATA_DIR is not set (point it at the corpora, e.g. ../shared/data)")
-    path = Path(value).expanduser().resolve()
-    if not path.is_dir():
-        pytest.skip(f"LMTIE_DATA_DIR={value} is not a folder")
+    """Root folder of the real corpora (``lmtie.data.resolve_data_dir``: $LMTIE_DATA_DIR, else
+    ./data), with PTB downloaded into it first when missing; without network the test errors
+    with the message of ``lmtie data download`` (how to get the corpus by hand)."""
+    from lmtie import pipeline
+
+    path = data.resolve_data_dir()
+    pipeline.ensure_corpora({"ptb"}, path)
     return path
+
+
+@dataclass(frozen=True)
+class SmokeRun:
+    """The session's smoke pipeline: its results root, report, checkpoints, wall time (s) and
+    what it printed."""
+
+    results: Path
+    report: Path
+    checkpoints: Path
+    wall_s: float
+    console: str
+
+
+@pytest.fixture(scope="session")
+def smoke(data_dir, tmp_path_factory) -> SmokeRun:
+    """``lmtie reproduce --preset smoke --jobs 2`` once per session, on real PTB, for every
+    test that needs its files (the end-to-end test, the browser test)."""
+    from lmtie import pipeline
+
+    root = tmp_path_factory.mktemp("smoke")
+    console = io.StringIO()
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(console):
+        html = pipeline.reproduce("smoke", jobs=2, data_dir=data_dir,
+                                  results_dir=root / "smoke", checkpoint_root=root / "checkpoints")
+    return SmokeRun(root / "smoke", html, root / "checkpoints", time.perf_counter() - start,
+                    console.getvalue())
 
 
 def write_tiny_ptb(root: Path) -> dict:

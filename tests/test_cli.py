@@ -21,7 +21,7 @@ def test_departures_from_the_preset_get_a_suffix():
     assert config.alpha == pytest.approx(0.65 * 10)  # Decision A1: alpha = gamma * tau
     assert config_of("--variant", "al", "--tau", "0.5").run_id.endswith("-tau0p5")
     assert config_of("--variant", "al", "--no-detach-target").detach_target is False
-    assert config_of("--epochs", "2", "--preset", "smoke").run_id == "ptb-small-vd-seed1-smoke"
+    assert config_of("--epochs", "2", "--suffix", "smoke").run_id == "ptb-small-vd-seed1-smoke"
     both = config_of("--variant", "real", "--output-bias", "--aug-bias", "--epochs", "10")
     assert both.run_id == "ptb-small-real-seed1-e10-bias-augbias"
     assert both.aug_bias and both.output_bias and both.valid_only
@@ -31,7 +31,7 @@ def test_departures_from_the_preset_get_a_suffix():
 
 def test_bad_input_exits_2_with_the_fix(tmp_path, capsys):
     code = main(["train", "--epochs", "1", "--data-dir", str(tmp_path), "--device", "cpu",
-                 "--results-dir", str(tmp_path / "runs"), "--quiet"])
+                 "--results-dir", str(tmp_path), "--quiet"])
     assert code == 2
     assert "lmtie data download ptb" in capsys.readouterr().err
     assert main(["data", "download", "--dest", str(tmp_path)]) == 2

@@ -1,4 +1,4 @@
-"""Config: the presets of PAPER.md §4 and the errors of impossible settings."""
+"""Config: the presets of docs/paper.md §4 and the errors of impossible settings."""
 
 import pytest
 

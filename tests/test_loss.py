@@ -1,4 +1,4 @@
-"""Loss numbers against hand-written references (PAPER.md §2, DESIGN.md §5)."""
+"""Loss numbers against hand-written references (docs/paper.md §2)."""
 
 import math
 

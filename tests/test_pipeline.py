@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from bs4 import BeautifulSoup
 
-from lmtie import download, pipeline, reference, report, runs
+from lmtie import download, pipeline, reference, runs, tables
 from lmtie.config import preset_configs
 
 
@@ -45,13 +45,13 @@ def test_is_finished_needs_the_same_config_and_a_later_final_json(tmp_path):
 
 def test_reproduce_checks_its_arguments(tmp_path):
     with pytest.raises(ValueError, match="jobs"):
-        pipeline.reproduce("smoke", jobs=0, output_dir=tmp_path)
+        pipeline.reproduce("smoke", jobs=0, results_dir=tmp_path)
     with pytest.raises(ValueError, match="preset"):
-        pipeline.reproduce("tiny", output_dir=tmp_path)
+        pipeline.reproduce("tiny", results_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match=r"01_train\.ipynb"):
-        pipeline.reproduce("smoke", output_dir=tmp_path, notebooks_dir=tmp_path)
-    assert pipeline.default_output_dir("smoke") == Path("results/smoke")
-    assert pipeline.default_output_dir("cpu") == Path("results")
+        pipeline.reproduce("smoke", results_dir=tmp_path, notebooks_dir=tmp_path)
+    assert pipeline.default_results_dir("smoke") == Path("results/smoke")
+    assert pipeline.default_results_dir("cpu") == Path("results")
 
 
 def test_missing_corpus_is_downloaded_first_saying_so(tmp_path, monkeypatch, capsys):
@@ -109,15 +109,11 @@ def _html_tables(soup: BeautifulSoup) -> list[pd.DataFrame]:
 
 
 @pytest.mark.slow
-def test_smoke_pipeline_end_to_end_on_real_ptb(data_dir, tmp_path, capsys):
-    out = tmp_path / "smoke"
-    checkpoints = tmp_path / "checkpoints"
+def test_smoke_pipeline_end_to_end_on_real_ptb(smoke, data_dir, capsys):
+    out, checkpoints, first = smoke.results, smoke.checkpoints, smoke.wall_s
     configs = preset_configs("smoke")
-    start = time.perf_counter()
-    html = pipeline.reproduce("smoke", jobs=2, data_dir=data_dir, output_dir=out,
-                              checkpoint_root=checkpoints)
-    first = time.perf_counter() - start
-    assert html == out / "report.html"
+    assert smoke.report == out / "report.html"
+    html = smoke.report
 
     executed = sorted((out / "notebooks").glob("*.ipynb"))
     assert [p.name for p in executed] == sorted(
@@ -127,8 +123,8 @@ def test_smoke_pipeline_end_to_end_on_real_ptb(data_dir, tmp_path, capsys):
 
     # table1.csv: the expected columns, our four smoke runs with finite perplexities that
     # beat a uniform guess over the 10,000 words, beside the paper's numbers
-    table = pd.read_csv(out / "tables" / "table1.csv")
-    assert list(table.columns) == report.TABLE1_COLUMNS
+    table = pd.read_csv(out / "tables" / "table1_runs.csv")
+    assert list(table.columns) == tables.TABLE1_RUN_COLUMNS
     ours = table.dropna(subset=["test_ppl"])
     assert list(ours["run_id"]) == [c.run_id for c in configs]
     for _, row in ours.iterrows():
@@ -137,45 +133,60 @@ def test_smoke_pipeline_end_to_end_on_real_ptb(data_dir, tmp_path, capsys):
         assert (row["paper_valid_ppl"], row["paper_test_ppl"]) == reference.paper_perplexity(
             "ptb", "small", variant)
         assert row["test_diff"] == pytest.approx(row["test_ppl"] - row["paper_test_ppl"])
-        assert (row["epochs_run"], row["preset"], row["device"]) == (2, "smoke", "cpu")
+        assert (row["epochs_run"], row["max_batches"], row["device"]) == (2, 100, "cpu")
         final = json.loads((out / "runs" / row["run_id"] / "final.json").read_text())
         assert row["test_ppl"] == final["test_ppl"]
 
-    # report.html: Table 1 (four rows of ours beside the paper's), the figures embedded,
-    # the qualitative tables, the decisions and the provenance
+    # the console: one line per epoch of each run, no warnings
+    for config in configs:
+        for epoch in (1, 2):
+            assert smoke.console.count(f"[01_train {config.run_id}] epoch {epoch} of 2:") == 1
+    assert "warning" not in smoke.console.lower() and "error" not in smoke.console.lower()
+
+    # report.html: the summary first, Table 1 (four cells of ours beside the paper's), the
+    # cells to run as commands, the figures embedded, the qualitative tables, the decisions
+    # and the provenance; no script (it renders offline)
     soup = BeautifulSoup(html.read_text(encoding="utf-8"), "html.parser")
-    tables = _html_tables(soup)
-    table1 = next(t for t in tables if "valid (paper)" in t.columns)
-    mine = table1[table1["test"] != "–"]
-    assert len(table1) == 20 and len(mine) == 4
-    assert [float(v) for v in mine["test (paper)"]] == [87.3, 82.9, 85.1, 82.7]
-    assert all(math.isfinite(float(v)) for v in [*mine["valid"], *mine["test"]])
-    missing = table1[table1["test"] == "–"]["run / command"]
-    assert "lmtie train --corpus ptb --size medium --variant real" in list(missing)
+    assert not soup.find_all("script") and "cdn" not in html.read_text(encoding="utf-8")
+    text = soup.get_text()
+    assert text.index("Preset smoke") < text.index("reproduced = within 3") < text.index(
+        "Contents:") < text.index("Table 1: perplexity")
+    html_tables = _html_tables(soup)
+    table1 = next(t for t in html_tables if "valid, paper" in t.columns)
+    assert len(table1) == 4 and list(table1["seeds"]) == ["1 (1 seed)"] * 4
+    assert [float(v) for v in table1["test, paper"]] == [87.3, 82.9, 85.1, 82.7]
+    assert all(math.isfinite(float(v)) for v in [*table1["valid, ours"], *table1["test, ours"]])
+    assert ("for v in vd al re real; do lmtie train --corpus ptb --size medium --variant $v; "
+            "done") in text
     images = [img["src"] for img in soup.find_all("img")]
     assert len(images) >= 2 and all(src.startswith("data:image/png;base64,") for src in images)
-    heading = soup.find(id=lambda i: i and i.startswith("Subspace-distance"))
-    assert heading.find_next("img")["src"].startswith("data:image/png;base64,")
-    qualitative = [t for t in tables if "+REAL (large, paper)" in t.columns]
+    assert soup.find(id="subspace").find_next("img")["src"].startswith("data:image/png;base64,")
+    qualitative = [t for t in html_tables if "+REAL (large, paper)" in t.columns]
     assert len(qualitative) == 4 and all(len(t) == 10 for t in qualitative)
     assert qualitative[0]["+REAL (large, paper)"].iloc[0] == "federal 0.22"
     assert all(len(t["+REAL (small, ours)"].iloc[0].split()) == 2 for t in qualitative)
-    text = soup.get_text()
     assert all(f"{d} " in text for d in ("A1", "A2", "A3", "D1", "T1", "T2", "E1", "S1"))
+    provenance = next(t for t in html_tables if "command" in t.columns)
+    assert sorted(provenance["run"]) == sorted(c.run_id for c in configs)
     subspace = pd.read_csv(out / "tables" / "subspace_distance.csv")
     assert sorted(set(subspace["model"])) == ["+AL", "VD-LSTM"] and len(subspace) == 4
     assert subspace["subspace_distance"].between(0, 1).all()
 
-    # a second reproduce skips the finished runs and is fast
+    # a second reproduce skips the finished runs, is fast, and writes the same bytes
+    outputs = [*out.glob("tables/*.csv"), *out.glob("figures/*.png"), out / "report.html",
+               *(out / "notebooks" / n for n in (*pipeline.ANALYSIS_NOTEBOOKS,
+                                                 pipeline.REPORT_NOTEBOOK))]
+    before = {p: p.read_bytes() for p in outputs}
     finals = {c.run_id: (out / "runs" / c.run_id / "final.json").stat().st_mtime_ns
               for c in configs}
     capsys.readouterr()
     start = time.perf_counter()
-    pipeline.reproduce("smoke", data_dir=data_dir, output_dir=out, checkpoint_root=checkpoints)
+    pipeline.reproduce("smoke", data_dir=data_dir, results_dir=out, checkpoint_root=checkpoints)
     second = time.perf_counter() - start
     printed = capsys.readouterr().out
     print(f"smoke pipeline: {first:.0f} s, again (all runs skipped): {second:.0f} s")
     assert printed.count("skipped: finished") == 4 and "training" not in printed
     assert finals == {c.run_id: (out / "runs" / c.run_id / "final.json").stat().st_mtime_ns
                       for c in configs}
+    assert [p for p in outputs if p.read_bytes() != before[p]] == []
     assert second < min(120, first / 2)

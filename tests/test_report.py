@@ -1,4 +1,5 @@
-"""lmtie.report / lmtie.render: tables and figures from hand-made run files (fast, no training)."""
+"""lmtie.report / tables / figures / render: tables and figures from hand-made run files (fast,
+no training)."""
 
 import base64
 import math
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 from IPython.display import HTML, Markdown
 
-from lmtie import cli, reference, render, report, runs, subspace
+from lmtie import cli, figures, reference, render, report, runs, subspace, tables
 from lmtie.config import Config, make_config, preset_configs
 
 SMOKE = {c.variant: c for c in preset_configs("smoke")}
@@ -27,7 +28,7 @@ def top10(first: str) -> list[list]:
 def write_run(results: Path, config: Config, valid: list[float], test: float | None,
               distances: list[float] | None = None, first_word: str = "federal",
               p_unk: float = 0.05, rank: float = 120.0) -> Path:
-    """A finished run dir as ``fit`` writes it (DESIGN.md §3), with chosen numbers."""
+    """A finished run dir as ``fit`` writes it, with chosen numbers."""
     run_dir = results / "runs" / config.run_id
     runs.write_json(run_dir / "config.json", config.to_dict())
     runs.write_json(run_dir / "env.json", ENV)
@@ -75,12 +76,12 @@ def test_load_runs_reads_run_files_in_paper_order(results):
     assert list(frame.columns) == report.RUN_COLUMNS
     empty = report.load_runs(results, "cpu")  # the cpu preset's runs are not there
     assert empty.empty and list(empty.columns) == report.RUN_COLUMNS
-    assert report.table1(empty)["command"].notna().sum() == 20
+    assert tables.table1_runs(empty)["command"].notna().sum() == 20
 
 
 def test_table1_ours_beside_paper_and_commands_for_missing_cells(results):
-    table = report.table1(report.load_runs(results, "smoke"))
-    assert list(table.columns) == report.TABLE1_COLUMNS
+    table = tables.table1_runs(report.load_runs(results, "smoke"))
+    assert list(table.columns) == tables.TABLE1_RUN_COLUMNS
     assert len(table) == 20  # every cell of the paper's table, one run each at most here
     cells = table.set_index(["corpus", "size", "model"])
     vd = cells.loc[("ptb", "small", "VD-LSTM")]
@@ -88,9 +89,9 @@ def test_table1_ours_beside_paper_and_commands_for_missing_cells(results):
     assert vd["valid_diff"] == pytest.approx(100.0 - 92.6)
     assert vd["test_diff"] == pytest.approx(95.0 - 87.3)
     assert (vd["n_params_m"], vd["paper_n_params_m"]) == (4.65, 4.65)
-    assert (vd["epochs_run"], vd["preset"], vd["device"]) == (2, "smoke", "cpu")
+    assert (vd["epochs_run"], vd["max_batches"], vd["device"]) == (2, 100, "cpu")
     assert vd["command"] == ("lmtie train --corpus ptb --size small --variant vd --epochs 2 "
-                             "--max-batches 100 --preset smoke")
+                             "--max-batches 100 --suffix smoke")
     real = cells.loc[("ptb", "small", "+REAL")]
     assert real["test_diff"] == pytest.approx(85.0 - 82.7)
     assert real["paper_n_params_m"] == 2.64
@@ -112,9 +113,9 @@ def test_claims_check_the_papers_pattern_on_ours(results):
     write_run(results, SMOKE["al"], [105.0], 86.0)
     write_run(results, SMOKE["re"], [104.0], 84.0)
     write_run(results, SMOKE["al"].replace(seed=2, preset="smoke-seed2"), [99.0], 80.0)
-    table = report.table1(report.load_runs(results))
-    claims = report.claims(table).set_index("claim")
-    assert list(claims.columns) == report.CLAIM_COLUMNS[:2] + report.CLAIM_COLUMNS[3:]
+    table = tables.table1_runs(report.load_runs(results))
+    claims = tables.claims(table).set_index("claim")
+    assert list(claims.columns) == tables.CLAIM_COLUMNS[:2] + tables.CLAIM_COLUMNS[3:]
     assert list(claims.index[:5]) == ["+REAL lowest of the four", "+AL below VD-LSTM",
                                       "+RE below VD-LSTM", "+REAL below VD-LSTM",
                                       "+AL below +RE"]  # the paper's order for small
@@ -131,7 +132,7 @@ def test_claims_check_the_papers_pattern_on_ours(results):
     assert math.isnan(within["paper"])
     assert claims.loc["+RE within 3 of the paper", "ours"] == "yes"  # 84 − 85.1
     assert claims.loc["VD-LSTM within 3 of the paper", "ours"] == "no"  # 95 − 87.3
-    assert report.claims(table[table["status"] != "finished"]).empty
+    assert tables.claims(table[table["status"] != "finished"]).empty
 
 
 def test_train_command_round_trips_through_the_cli_for_every_preset():
@@ -177,10 +178,10 @@ def test_run_without_final_json_is_in_progress_and_claims_no_numbers(results):
     row = frame[frame["run_id"] == SMOKE["vd"].run_id].iloc[0]
     assert row["status"] == "in progress (epoch 1 of 2)" and row["epochs_run"] == 1
     assert row["command"].endswith("--resume") and pd.isna(row["test_ppl"])
-    table = report.table1(frame)
+    table = tables.table1_runs(frame)
     shown = table[table["run_id"] == SMOKE["vd"].run_id].iloc[0]
     assert pd.isna(shown["valid_ppl"]) and pd.isna(shown["test_diff"])
-    assert SMOKE["vd"].run_id not in set(report.unk_rank(frame)["run_id"])
+    assert SMOKE["vd"].run_id not in set(tables.unk_rank(frame)["run_id"])
     assert len(report.load_metrics(frame)) == 3  # its curve so far is still shown
     (run_dir / "metrics.jsonl").write_text("")  # in its first epoch
     frame = report.load_runs(results, "smoke")
@@ -216,20 +217,20 @@ def test_metrics_and_subspace_table_carry_the_numbers(results):
     metrics = report.load_metrics(report.load_runs(results, "smoke"))
     assert list(metrics["valid_ppl"]) == [120.0, 100.0, 110.0, 90.0]
     assert metrics["train_ppl"].iloc[0] == pytest.approx(140.0)  # exp(train_ce)
-    table = report.subspace_table(metrics)  # untied runs only
+    table = tables.subspace_table(metrics)  # untied runs only
     assert list(table["model"]) == ["VD-LSTM", "VD-LSTM"]
     assert list(table["subspace_distance"]) == [0.99, 0.97]
-    fig = render.plot_subspace_distance(table)
+    fig = figures.plot_subspace_distance(table)
     assert plotted(fig) == [[0.99, 0.97]]
-    assert plotted(render.plot_valid_curves(metrics)) == [[110.0, 90.0], [120.0, 100.0]]
-    empty = report.subspace_table(metrics[metrics["model"] == "+REAL"])  # tied: no distance
-    assert empty.empty and render.plot_subspace_distance(empty) is None
-    assert render.plot_valid_curves(metrics.iloc[0:0]) is None
+    assert plotted(figures.plot_valid_curves(metrics)) == [[110.0, 90.0], [120.0, 100.0]]
+    empty = tables.subspace_table(metrics[metrics["model"] == "+REAL"])  # tied: no distance
+    assert empty.empty and figures.plot_subspace_distance(empty) is None
+    assert figures.plot_valid_curves(metrics.iloc[0:0]) is None
 
 
 def test_qualitative_tables_put_ours_beside_the_paper(results):
-    long = report.qualitative(report.load_runs(results, "smoke"))
-    table = report.qualitative_table(long, 1)
+    long = tables.qualitative(report.load_runs(results, "smoke"))
+    table = tables.qualitative_table(long, 1)
     assert list(table.columns) == ["VD-LSTM (large, paper)", "+REAL (large, paper)",
                                    "VD-LSTM (small, ours)", "+REAL (small, ours)"]
     assert list(table.index) == list(range(1, 11))
@@ -243,33 +244,33 @@ def test_qualitative_tables_put_ours_beside_the_paper(results):
 
 
 def test_tables_survive_csv_round_trip(results, tmp_path):
-    long = report.qualitative(report.load_runs(results, "smoke"))
+    long = tables.qualitative(report.load_runs(results, "smoke"))
     report.save_table(long, tmp_path / "tables" / "qualitative.csv")
     back = report.read_table(tmp_path, "qualitative")
     assert (back["word"] == long["word"]).all()  # "null" and "N" stay words
-    report.save_table(report.table1(report.load_runs(results)), tmp_path / "tables" / "t.csv")
+    report.save_table(tables.table1_runs(report.load_runs(results)), tmp_path / "tables" / "t.csv")
     table = report.read_table(tmp_path, "t")
     assert table["valid_ppl"].notna().sum() == 2 and table["command"].notna().all()
-    shown = render.display_table1(table).data.set_index("model")
-    assert shown.loc["VD-LSTM", "run / command"].iloc[0] == SMOKE["vd"].run_id
-    assert shown.loc["+REAL", "run / command"].iloc[1] == (
-        "lmtie train --corpus ptb --size medium --variant real")
-    assert shown["git sha"].iloc[0] == "0123456789"
+    cells = tables.table1(table)  # from the CSV as from the frame
+    assert cells.equals(tables.table1(tables.table1_runs(report.load_runs(results))))
     with pytest.raises(FileNotFoundError, match=r"missing\.csv"):
         report.read_table(tmp_path, "missing")
 
 
 def test_unk_rank_and_provenance(results):
     frame = report.load_runs(results, "smoke")
-    numbers = report.unk_rank(frame).set_index("model")
+    numbers = tables.unk_rank(frame).set_index("model")
     assert numbers.loc["VD-LSTM", "mean_p_unk"] == 0.06
     assert numbers.loc["+REAL", "mean_target_rank"] == 100.0
     assert numbers.loc["+REAL", "target_entropy"] == 9.0
     assert numbers.loc["+REAL", "uniform_entropy"] == pytest.approx(9.2103, abs=1e-4)
-    provenance = report.provenance(frame)
-    assert list(provenance.columns) == report.PROVENANCE_COLUMNS
+    provenance = tables.provenance(frame)
+    assert list(provenance.columns) == tables.PROVENANCE_COLUMNS
     assert list(provenance["epochs"]) == [2, 2] and list(provenance["max_batches"]) == [100, 100]
-    assert "`smoke`" in render.summary_markdown(provenance, "smoke").data
+    shown, note = render.display_provenance(provenance)
+    assert list(shown.data["git"]) == ["0123456789"] * 2 and "-dirty" in note.data
+    assert list(shown.data["hours"]) == pytest.approx([20 / 3600] * 2)
+    assert list(shown.data["epochs run / planned"]) == ["2 / 2"] * 2
 
 
 def test_decisions_and_figure1_section(tmp_path):
@@ -279,15 +280,16 @@ def test_decisions_and_figure1_section(tmp_path):
     assert "α = 13 (PTB), 25 (WikiText-2)" in text and "0.3 / 0.5 / 0.65" in text
     (shown,) = render.figure1(tmp_path)
     assert isinstance(shown, Markdown) and "lmtie subspace" in shown.data
-    png = render.save_figure(render.plot_learning_curve(
+    png = figures.save_figure(figures.plot_learning_curve(
         pd.DataFrame({"epoch": [1], "train_ppl": [5.0], "valid_ppl": [4.0]}), "x"),
         tmp_path / "figures" / "figure1a.png")
     os.link(tmp_path / "figures" / "figure1a.png", tmp_path / "figures" / "figure1b.png")
-    shown = render.figure1(tmp_path)
-    assert [type(s) for s in shown] == [HTML, HTML] and 'alt="Figure 1b"' in shown[1].data
-    assert base64.b64encode(png.data).decode() in shown[0].data
+    [images] = render.figure1(tmp_path)  # one output: the images stand side by side
+    assert isinstance(images, HTML) and images.data.count("<img") == 2
+    assert 'alt="Figure 1b"' in images.data and base64.b64encode(png.data).decode() in images.data
+    assert 'style="width: 576px; max-width: 100%"' in images.data  # 6 in at 96 CSS px an inch
     os.link(tmp_path / "figures" / "figure1a.png", tmp_path / "figures" / "figure1b_epochs.png")
-    assert 'alt="Figure 1b over training"' in render.figure1(tmp_path)[2].data
+    assert 'alt="Figure 1b over training"' in render.figure1(tmp_path)[0].data
     os.link(tmp_path / "figures" / "figure1a.png", tmp_path / "figures" / "figure1_convergence.png")
     assert 'alt="β = 1, τ = 10 trained longer"' in render.figure1(tmp_path)[-1].data
     point = {c: 0.0 for c in subspace.COLUMNS} | {
@@ -295,9 +297,10 @@ def test_decisions_and_figure1_section(tmp_path):
         "final_distance": 0.8, "distance_per_epoch": "[]", "loss_per_epoch": "[]",
         "centred_distance_per_epoch": "[]", "setup": "{}"}
     subspace.write_rows(subspace.csv_path(tmp_path, "both"), [point])
-    table, *figures = render.figure1(tmp_path)  # the table of final distances comes first
-    assert len(figures) == 4 and list(table.data["figure"]) == ["1a", "1b"]
+    table, images = render.figure1(tmp_path)  # the table of final distances comes first
+    assert images.data.count("<img") == 4 and list(table.data["figure"]) == ["1a", "1b"]
     assert list(table.data["paper"]) == [0.06, 0.06] and "0.800" in table.to_html()
+    assert list(table.data.columns[:3]) == ["figure", "β", "τ"]
 
 
 def plotted(fig) -> list[list[float]]:
@@ -318,9 +321,9 @@ def test_ablations_sit_beside_their_base_at_the_same_epoch(results):
     write_run(results, nodetach, [104.0], None)  # one epoch; the base has 110 there
     longer = SMOKE["vd"].replace(epochs=3, preset="smoke-e3")
     write_run(results, longer, [121.0, 101.0, 97.0], 93.0)  # the base has no epoch 3
-    table = report.ablations(report.load_runs(results), "smoke")
+    table = tables.ablations(report.load_runs(results), "smoke")
     assert list(table["run_id"]) == [longer.run_id, nodetach.run_id]  # the paper's order
-    assert list(table["change"]) == ["epochs=3", "detach_target=False"]
+    assert list(table["change"]) == ["3 epochs", "no stop-gradient on ỹ"]
     assert list(table["base_run_id"]) == [SMOKE["vd"].run_id, SMOKE["real"].run_id]
     assert list(table["epoch"]) == [3, 1]
     assert list(table["valid_ppl"]) == [97.0, 104.0]
@@ -329,50 +332,52 @@ def test_ablations_sit_beside_their_base_at_the_same_epoch(results):
     assert "test_ppl" not in table  # validation only: ablations choose settings
     finished = report.load_runs(results).set_index("run_id").loc[nodetach.run_id]
     assert finished["status"] == "finished" and math.isnan(finished["test_ppl"])
-    assert report.ablations(report.load_runs(results, "smoke"), "smoke").empty
+    assert tables.ablations(report.load_runs(results, "smoke"), "smoke").empty
     reseeded = SMOKE["real"].replace(seed=2, preset="smoke-seed2")  # another seed: a change
     write_run(results, reseeded, [115.0, 95.0], 90.0)
-    row = report.ablations(report.load_runs(results), "smoke").set_index("run_id").loc[
+    row = tables.ablations(report.load_runs(results), "smoke").set_index("run_id").loc[
         reseeded.run_id]
     assert (row["change"], row["base_run_id"], row["valid_diff"]) == (
-        "seed=2", SMOKE["real"].run_id, 5.0)
+        "seed 2", SMOKE["real"].run_id, 5.0)
     shutil.rmtree(results / "runs" / reseeded.run_id)
     just_started = results / "runs" / SMOKE["re"].replace(tau=5.0, preset="smoke-tau5").run_id
     runs.write_json(just_started / "config.json",
                     SMOKE["re"].replace(tau=5.0, preset="smoke-tau5").to_dict())
     runs.write_jsonl(just_started / "metrics.jsonl", [])  # no epoch yet: left out
-    assert len(report.ablations(report.load_runs(results), "smoke")) == 2
+    assert len(tables.ablations(report.load_runs(results), "smoke")) == 2
 
     diverged = SMOKE["real"].replace(tau=1.0, preset="smoke-tau1", valid_only=True)
     write_run(results, diverged, [150.0, 5000.0], None)
-    table = report.ablations(report.load_runs(results), "smoke")
-    fig = render.plot_ablations(report.load_metrics(report.load_runs(results)), table)
+    table = tables.ablations(report.load_runs(results), "smoke")
+    fig = figures.plot_ablations(report.load_metrics(report.load_runs(results)), table)
     _, real_panel = fig.axes  # one panel per base run, in the table's order
     assert plotted(fig) == [[120.0, 100.0], [121.0, 101.0, 97.0]]
     lines = {line.get_label(): (line.get_linestyle(), [float(y) for y in line.get_ydata()])
              for line in real_panel.lines}
-    assert lines == {"+REAL": ("-", [110.0, 90.0]), "VD-LSTM": ("-", [120.0, 100.0]),
-                     "detach_target=False": ("--", [104.0]),
-                     "tau=1.0 (ends at 5000, off the plot)": ("--", [150.0, 5000.0])}
+    assert lines == {"+REAL (base)": ("-", [110.0, 90.0]), "VD-LSTM": ("-", [120.0, 100.0]),
+                     "no stop-gradient on ỹ": ("--", [104.0]),
+                     "τ 1 (ends at 5000, off the plot)": ("-.", [150.0, 5000.0])}
+    colours = [line.get_color() for line in real_panel.lines]
+    assert len({str(c) for c in colours}) == 4  # black, grey and one colour per ablation
     assert real_panel.get_ylim() == pytest.approx((0.95 * 90.0, 1.6 * 90.0))
-    assert render.plot_ablations(report.load_metrics(report.load_runs(results)),
+    assert figures.plot_ablations(report.load_metrics(report.load_runs(results)),
                                  table.iloc[0:0]) is None
 
 
 def test_ablations_section_shows_table_and_figure_or_how_to_make_one(results):
-    table = report.ablations(report.load_runs(results), "smoke")
+    table = tables.ablations(report.load_runs(results), "smoke")
     report.save_table(table, results / "tables" / "ablations.csv")
     [note] = render.ablations_section(results)
     assert isinstance(note, Markdown) and "--no-detach-target" in note.data
     write_run(results, SMOKE["real"].replace(tau=10.0, preset="smoke-tau10"), [100.0], 95.0)
     all_runs = report.load_runs(results)
-    table = report.save_table(report.ablations(all_runs, "smoke"),
+    table = report.save_table(tables.ablations(all_runs, "smoke"),
                               results / "tables" / "ablations.csv")
-    render.save_figure(render.plot_ablations(report.load_metrics(all_runs), table),
+    figures.save_figure(figures.plot_ablations(report.load_metrics(all_runs), table),
                        results / "figures" / "ablations.png")
     shown, figure, augmented = render.ablations_section(results)
-    assert "tau=10.0" in shown.to_html() and "command" not in shown.data.columns
-    assert isinstance(figure, HTML) and figure.data.startswith("<img src=\"data:image/png")
+    assert "τ 10" in shown.to_html() and "command" not in shown.data.columns
+    assert isinstance(figure, HTML) and figure.data.startswith('<img src="data:image/png')
     assert isinstance(augmented, Markdown) and "not produced yet" in augmented.data
 
 
@@ -387,13 +392,15 @@ def test_augmented_figure_draws_the_runs_that_train_with_it(results):
     runs.write_jsonl(tau10 / "metrics.jsonl", [  # made before target_entropy was recorded
         {**runs.read_jsonl(tau10 / "metrics.jsonl")[0], "train_aug_kl": 0.1}])
     all_runs = report.load_runs(results)
-    fig = render.plot_augmented(report.load_metrics(all_runs), report.ablations(all_runs, "smoke"))
+    fig = figures.plot_augmented(report.load_metrics(all_runs), tables.ablations(all_runs, "smoke"))
     kl_ax, entropy_ax = fig.axes
     assert {line.get_label(): list(line.get_ydata()) for line in kl_ax.lines} == {
-        "ptb small +REAL": [0.01, 0.02], "ptb small +REAL, tau=10.0": [0.1]}  # not VD-LSTM
+        "+REAL (base)": [0.01, 0.02], "τ 10": [0.1]}  # not VD-LSTM
     assert kl_ax.get_yscale() == "log"
     entropies = [list(line.get_ydata()) for line in entropy_ax.lines]
     assert entropies[0] == [9.1, 9.0] and math.isnan(entropies[1][0])
+    note = entropy_ax.get_xlabel()  # the missing series is named, with the reason
+    assert "τ 10" in note and "older than the entropy field" in note and "base" not in note
     vd_only = report.load_runs(results, "smoke").query("variant == 'vd'")
-    assert render.plot_augmented(report.load_metrics(vd_only), report.ablations(
+    assert figures.plot_augmented(report.load_metrics(vd_only), tables.ablations(
         all_runs, "smoke")) is None

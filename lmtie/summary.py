@@ -1,0 +1,169 @@
+"""The report's opening: what reproduces and what does not, the paper's pattern, Figure 1's
+verdict and the contents, written from the tables under ``<results>/tables/`` and the Figure 1
+CSVs (nothing typed by hand but the sentences around the numbers).
+
+``SECTIONS`` lists the page's sections in order; the report notebook gives each heading the
+same anchor (``## <a id="anchor"></a>title``). A section added to the page is added here too,
+and the summary links to it where it explains a result (e.g. ``does-real-work`` for +REAL).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import Markdown
+
+from lmtie import report, subspace
+from lmtie.tables import GAP_TOLERANCE
+
+SECTIONS: list[tuple[str, str]] = [  # (anchor, heading), in the page's order
+    ("table-1", "Table 1: perplexity"),
+    ("pattern", "Does the paper's pattern hold? (Sec. 6.3)"),
+    ("figure-2", "Validation perplexity per epoch (the paper's Figure 2)"),
+    ("ablations", "Ablations (validation set only)"),
+    ("subspace", "Subspace distance between Lᵀ and W during training (Sec. 6.2)"),
+    ("figure-1", "Figure 1: the augmented loss aligns span(W) with span(Lᵀ) (Sec. 6.2)"),
+    ("qualitative", "Qualitative predictions (the paper's Table 3)"),
+    ("test-statistics", "p(<unk>), target rank, ỹ and W h over the test set (our addition)"),
+    ("decisions", "Decisions where the paper is silent or ambiguous"),
+    ("provenance", "Provenance of every run"),
+]
+EXPLAINED_BY = {"+REAL": "does-real-work"}  # a model's own section, where the page has one
+
+
+def _link(anchor: str, text: str) -> str:
+    return f"[{text}](#{anchor})"
+
+
+def _section(anchor: str) -> str | None:
+    """The heading of ``anchor`` when the page has that section, else None."""
+    return dict(SECTIONS).get(anchor)
+
+
+def _ours(row: pd.Series) -> str:
+    """Our test perplexity of a Table 1 cell: mean ± std (n seeds), or the one seed's."""
+    if row["n"] > 1:
+        return f"{row['test_ppl']:.2f} ± {row['test_std']:.2f} (n = {row['n']:.0f})"
+    return f"{row['test_ppl']:.2f} (1 seed)"
+
+
+def _largest_ablation(ablations: pd.DataFrame, row: pd.Series) -> str:
+    """The ablation of ``row``'s model that moved validation perplexity most, in words."""
+    mine = ablations[(ablations["corpus"] == row["corpus"]) & (ablations["size"] == row["size"])
+                     & (ablations["model"] == row["model"])].dropna(subset=["valid_diff"])
+    if mine.empty:
+        return "no ablation run yet"
+    best = mine.loc[mine["valid_diff"].idxmin()]
+    return (f"its largest gain among {len(mine)} ablations: {best['change']}, validation "
+            f"{best['valid_ppl']:.2f} vs {best['base_valid_ppl']:.2f} at epoch "
+            f"{best['epoch']:.0f}")
+
+
+def _cells(table: pd.DataFrame, ablations: pd.DataFrame) -> list[str]:
+    """One bullet per (corpus, size) with a finished run: what reproduces, what does not."""
+    lines = []
+    done = table[table["status"] == "finished"]
+    for (corpus, size), cell in done.groupby(["corpus", "size"], sort=False):
+        comparable = cell.dropna(subset=["paper_test_ppl"])
+        close = comparable[comparable["test_diff"].abs() <= GAP_TOLERANCE]
+        far = comparable[comparable["test_diff"].abs() > GAP_TOLERANCE]
+        text = [f"**{corpus} {size}** (test perplexity, ours vs paper; reproduced = within "
+                f"{GAP_TOLERANCE:g} points):"]
+        if not close.empty:
+            text.append("reproduced: " + "; ".join(
+                f"{r['model']} {_ours(r)} vs {r['paper_test_ppl']:g} (Δ {r['test_diff']:+.2f})"
+                for _, r in close.iterrows()) + ".")
+        for _, r in far.iterrows():
+            own = EXPLAINED_BY.get(r["model"])
+            where = (_link(own, _section(own)) if own and _section(own)
+                     else _link("ablations", "Ablations"))
+            text.append(f"**not reproduced: {r['model']}** {_ours(r)} vs "
+                        f"{r['paper_test_ppl']:g} (Δ {r['test_diff']:+.2f}); "
+                        f"{_largest_ablation(ablations, r)} ({where}).")
+        lines.append(" ".join(text))
+    return lines
+
+
+def _pattern(claims: pd.DataFrame) -> str | None:
+    """How many of the paper's orderings hold on ours, and which do not."""
+    orderings = claims[claims["paper"].notna() & claims["ours"].notna()]
+    if orderings.empty:
+        return None
+    same = orderings[orderings["paper"] == orderings["ours"]]
+    text = (f"**The paper's pattern:** {len(same)} of {len(orderings)} orderings of the test "
+            "perplexities come out as in the paper")
+    differ = orderings[orderings["paper"] != orderings["ours"]]
+    if not differ.empty:
+        text += "; not: " + "; ".join(f"{r['claim']} (ours: {r['ours_test']})"
+                                      for _, r in differ.iterrows())
+    return f"{text} ({_link('pattern', 'details')})."
+
+
+def _figure1(results_dir: Path) -> str:
+    """Figure 1's verdict: the trend in β and the level at β = 1, τ = 10, against the paper."""
+    rows = {(r["figure"], r["beta"], r["tau"]): r for r in subspace.report_rows(results_dir)}
+    start, end = rows.get(("1a", 0.0, 10.0)), rows.get(("1a", 1.0, 10.0))
+    if not (start and end):
+        return ("**Figure 1:** not run yet (`lmtie subspace --sweep both`, "
+                f"{_link('figure-1', 'section')}).")
+    trend = "falls" if end["distance"] < start["distance"] else "does not fall"
+    level = ("reaches" if abs(end["distance"] - end["paper"]) <= 0.1
+             else "stays far from")
+    text = (f"**Figure 1:** the distance between span(W) and span(Lᵀ) {trend} from β = 0 to "
+            f"β = 1 ({start['distance']:.3f} → {end['distance']:.3f}, paper ≈ "
+            f"{start['paper']:g} → {end['paper']:g}) and {level} the paper's level at β = 1, "
+            f"τ = 10 after {end['epochs']:g} epochs")
+    longer = rows.get(("longer run", 1.0, 10.0))
+    if longer:
+        text += f"; {longer['distance']:.3f} after {longer['epochs']:g} epochs"
+    return f"{text} ({_link('figure-1', 'section')})."
+
+
+def summary(results_dir: str | Path, preset: str) -> Markdown:
+    """The report's first section: the runs behind the page and how to regenerate it; per
+    corpus and size what reproduces (test perplexity within ``GAP_TOLERANCE`` of the paper's)
+    and what does not, with the largest ablation effect and a link to the section that
+    explains it; the paper's pattern; Figure 1's verdict; runs in progress; the cells to run
+    on a GPU; the contents.
+
+    Args:
+        results_dir: results root with ``tables/{table1,claims,ablations,runs}.csv``
+            (notebook 02) and, where run, the Figure 1 CSVs.
+        preset: the preset of the page ("" = every run of the folder).
+
+    Raises:
+        FileNotFoundError: a table is missing (run notebook 02 first).
+    """
+    results = Path(results_dir)
+    table = report.read_table(results, "table1")
+    runs = report.read_table(results, "runs")
+    shas = dict.fromkeys(runs["git_sha"].dropna().str.replace(r"^(\w{10})\w*", r"\1",
+                                                              regex=True))
+    lines = [(f"**Preset `{preset}`**, regenerated by `lmtie reproduce --preset {preset}` "
+              "(`--report-only`: from the run files as they are)." if preset else
+              "**Every run** of the results folder."),
+             f"**{len(runs)} runs** on {', '.join(dict.fromkeys(runs['device'].dropna()))} "
+             f"(torch {', '.join(dict.fromkeys(runs['torch'].dropna()))}), code at "
+             f"{', '.join(f'`{s}`' for s in shas)} ({_link('provenance', 'provenance')})."]
+    if preset == "smoke":
+        lines.append("> **Smoke runs** (2 × 100 batches) check the pipeline, not the paper: "
+                     "their perplexities are far above the paper's.")
+    bullets = _cells(table, report.read_table(results, "ablations"))
+    pattern = _pattern(report.read_table(results, "claims"))
+    bullets += [pattern] if pattern else []
+    bullets.append(_figure1(results))
+    running = table[table["in_progress"].notna()]
+    if not running.empty:
+        bullets.append("**In progress** (not in the means): " + "; ".join(
+            f"{r['corpus']} {r['size']} {r['model']} {r['in_progress']}"
+            for _, r in running.iterrows()) + ".")
+    todo = table[table["status"] == "not run"]
+    if not todo.empty:
+        bullets.append(f"**Not run here:** {len(todo)} cells of Table 1 (they need a GPU; "
+                       f"{_link('to-run', 'commands')}).")
+    contents = " · ".join(f"{i}. {_link(anchor, title)}"
+                          for i, (anchor, title) in enumerate(SECTIONS, 1))
+    return Markdown("\n\n".join([*lines, *(f"- {b}" for b in bullets),
+                                 f"**Contents:** {contents}"]))
+
