@@ -209,7 +209,7 @@ def plan_start(config: Config, fp: str, corpus_sha256: dict[str, str], run_dir: 
                     shutil.rmtree(path) if path.is_dir() else path.unlink()
         return Start(None, None)
     epochs = recorded_epochs(run_dir, config, fp, corpus_sha256,
-                             "Give this run its own run_id (--preset NAME) or --results-dir, "
+                             "Give this run its own run_id (--suffix NAME) or --results-dir, "
                              "or replace that run with --force")
     last = ckpt_dir / "last.pt"
     checkpoint = load_own(last, config, fp, corpus_sha256) if last.is_file() else None

@@ -63,7 +63,7 @@ def template(corpus, tmp_path_factory):
     root = tmp_path_factory.mktemp("template")
     for variant in ("vd", "al"):
         code = main(["train", "--variant", variant, "--epochs", "2", "--device", "cpu",
-                     "--quiet", "--data-dir", str(corpus), "--results-dir", str(root / "runs"),
+                     "--quiet", "--data-dir", str(corpus), "--results-dir", str(root),
                      "--checkpoint-dir", str(root / "ckpt" / variant)])
         assert code == 0
     return root
@@ -107,7 +107,7 @@ def flags_of(*commands):
 
 
 def train_vd(lab, *extra):
-    return ["train", "--variant", "vd", "--epochs", "2", "--results-dir", lab / "runs",
+    return ["train", "--variant", "vd", "--epochs", "2", "--results-dir", lab,
             "--checkpoint-dir", lab / "ckpt" / "vd", *extra]
 
 
@@ -118,12 +118,12 @@ def train_vd(lab, *extra):
 def test_resume_without_checkpoint_keeps_a_committed_run(corpus, tmp_path, capsys, checkpoints):
     """A fresh clone: the committed 40-epoch run has no checkpoint here."""
     results = tmp_path / "results"
-    shutil.copytree(COMMITTED / "ptb-small-vd-seed1", results / "ptb-small-vd-seed1")
+    shutil.copytree(COMMITTED / "ptb-small-vd-seed1", results / "runs" / "ptb-small-vd-seed1")
     where = ["--checkpoint-dir", tmp_path / "EMPTY"] if checkpoints == "empty folder" else []
     err = refused(capsys, ["train", "--variant", "vd", "--resume", "--results-dir", results,
                            *where], "--resume: no checkpoint", "records 40 epoch(s)",
                   "nothing was changed", "--force", corpus=corpus, unchanged=[tmp_path])
-    assert str(results / "ptb-small-vd-seed1") in err
+    assert str(results / "runs" / "ptb-small-vd-seed1") in err
 
 
 def test_evaluate_with_another_runs_checkpoints(lab, corpus, capsys):
@@ -186,7 +186,7 @@ def test_fit_holds_the_lock_while_it_trains_and_evaluates(corpus, tmp_path, monk
     monkeypatch.setattr(train, "evaluate", lambda *a, **k: (take_locks(),
                                                             real_evaluate(*a, **k))[1])
     code, _, err = lmtie(capsys, "train", "--variant", "vd", "--epochs", "2", "--results-dir",
-                         tmp_path / "runs", "--checkpoint-dir", tmp_path / "ckpt",
+                         tmp_path, "--checkpoint-dir", tmp_path / "ckpt",
                          corpus=corpus)
     assert code == 0, err
     assert tried.count(tmp_path / "ckpt") > 2 + 4  # each epoch, then the test evaluation
@@ -195,11 +195,11 @@ def test_fit_holds_the_lock_while_it_trains_and_evaluates(corpus, tmp_path, monk
 
 def test_two_configurations_sharing_a_run_id(lab, corpus, capsys):
     """--epochs 3 --preset e2 names the run of --epochs 2: another fingerprint."""
-    other = ["train", "--variant", "vd", "--epochs", "3", "--preset", "e2", "--results-dir",
-             lab / "runs", "--checkpoint-dir", lab / "ckpt" / "vd"]
+    other = ["train", "--variant", "vd", "--epochs", "3", "--suffix", "e2", "--results-dir",
+             lab, "--checkpoint-dir", lab / "ckpt" / "vd"]
     for extra in ([], ["--resume"]):
         refused(capsys, [*other, *extra], "holds 2 epoch(s) of a run with fingerprint",
-                "epochs 2 instead of 3", "--preset", "--force", corpus=corpus, unchanged=[lab])
+                "epochs 2 instead of 3", "--suffix", "--force", corpus=corpus, unchanged=[lab])
     code, _, err = lmtie(capsys, *other, "--force", corpus=corpus)
     assert code == 0, err
     config = runs.read_json(lab / "runs" / VD / "config.json")
@@ -218,10 +218,10 @@ def test_a_new_results_folder_meets_the_checkpoints_of_the_same_run(corpus, tmp_
             "--force", corpus=corpus, unchanged=[tmp_path / "R1", private_cache])
     code, out, err = lmtie(capsys, *first, tmp_path / "R2", "--resume", corpus=corpus)
     assert code == 0 and f"continuing from {folder / 'last.pt'} (epoch 2)" in out, err
-    env = runs.read_json(tmp_path / "R2" / VD / "env.json")
+    env = runs.read_json(tmp_path / "R2" / "runs" / VD / "env.json")
     assert env["from_checkpoint"] == {"checkpoint": str(folder / "last.pt"), "epoch": 2}
-    assert without_times(runs.read_jsonl(tmp_path / "R2" / VD / "metrics.jsonl")) == \
-        without_times(runs.read_jsonl(tmp_path / "R1" / VD / "metrics.jsonl"))
+    assert without_times(runs.read_jsonl(tmp_path / "R2" / "runs" / VD / "metrics.jsonl")) == \
+        without_times(runs.read_jsonl(tmp_path / "R1" / "runs" / VD / "metrics.jsonl"))
     # another configuration under the same run_id gets a folder of its own
     other = config.replace(tau=10.0)
     assert identity.checkpoint_dir_for(other, identity.fingerprint(other, sha)) != folder
@@ -234,7 +234,7 @@ def test_checkpoint_of_an_earlier_epoch_than_the_run_dir(corpus, tmp_path, monke
     argv, run_id = ["train", "--variant", "re", "--epochs", "3"], "ptb-small-re-seed1-e3"
     run = ["--results-dir", tmp_path / "R", "--checkpoint-dir", tmp_path / "C"]
     assert lmtie(capsys, *argv, *run, corpus=corpus)[0] == 0
-    rows = runs.read_jsonl(tmp_path / "R" / run_id / "metrics.jsonl")
+    rows = runs.read_jsonl(tmp_path / "R" / "runs" / run_id / "metrics.jsonl")
     assert min(rows, key=lambda r: r["valid_ppl"])["epoch"] == 3  # the run's best epoch
     real_epoch, calls = train._train_epoch, []
 
@@ -253,7 +253,7 @@ def test_checkpoint_of_an_earlier_epoch_than_the_run_dir(corpus, tmp_path, monke
     keep = [tmp_path / "R", tmp_path / "C", tmp_path / "early"]
     refused(capsys, [*argv, "--resume", *run[:2], "--checkpoint-dir", tmp_path / "early"],
             "records 3 epochs but", "only 2", corpus=corpus, unchanged=keep)
-    refused(capsys, ["evaluate", tmp_path / "R" / run_id, "--checkpoint-dir",
+    refused(capsys, ["evaluate", tmp_path / "R" / "runs" / run_id, "--checkpoint-dir",
                      tmp_path / "early"], "best checkpoint is from epoch 1",
             "at epoch 3 of 3", corpus=corpus, unchanged=keep)
 
@@ -299,7 +299,7 @@ def test_legacy_checkpoint_resumes_bit_identically(corpus, tmp_path, monkeypatch
         del payload["fingerprint"]
         torch.save(payload, legacy / path.name)
     shutil.rmtree(keyed)
-    run_dir = tmp_path / "old" / run_id
+    run_dir = tmp_path / "old" / "runs" / run_id
     stored = runs.read_json(run_dir / "config.json")
     for key in ("fingerprint", "aug_bias", "frozen_target"):
         del stored[key]
@@ -312,8 +312,8 @@ def test_legacy_checkpoint_resumes_bit_identically(corpus, tmp_path, monkeypatch
                          corpus=corpus)
     assert code == 0, err
     assert without_times(runs.read_jsonl(run_dir / "metrics.jsonl")) == without_times(
-        runs.read_jsonl(whole / run_id / "metrics.jsonl"))
-    resumed, uninterrupted = (without_times([runs.read_json(d / run_id / "final.json")])
+        runs.read_jsonl(whole / "runs" / run_id / "metrics.jsonl"))
+    resumed, uninterrupted = (without_times([runs.read_json(d / "runs" / run_id / "final.json")])
                               for d in (tmp_path / "old", whole))
     assert resumed == uninterrupted
     assert not legacy.exists() and keyed.is_dir()
@@ -434,10 +434,10 @@ def test_full_disk_keeps_the_last_good_checkpoint(lab, corpus, tmp_path, monkeyp
     assert f"no space left on {tmp_path / 'C'}" in err and "last good checkpoint" in err
     assert runs.load_checkpoint(tmp_path / "C" / "last.pt")["epoch"] == 1
     assert not list((tmp_path / "C").glob(".*.tmp"))
-    assert len(runs.read_jsonl(tmp_path / "R" / VD / "metrics.jsonl")) == 1
+    assert len(runs.read_jsonl(tmp_path / "R" / "runs" / VD / "metrics.jsonl")) == 1
     monkeypatch.setattr(torch, "save", real_save)  # space freed: the run resumes
     assert lmtie(capsys, *argv, "--resume", corpus=corpus)[0] == 0
-    assert without_times(runs.read_jsonl(tmp_path / "R" / VD / "metrics.jsonl")) == \
+    assert without_times(runs.read_jsonl(tmp_path / "R" / "runs" / VD / "metrics.jsonl")) == \
         without_times(runs.read_jsonl(lab / "runs" / VD / "metrics.jsonl"))
 
 
