@@ -20,8 +20,8 @@ import scipy.stats
 
 from lmtie import reference
 from lmtie.config import VARIANT_LABELS, VARIANTS, preset_configs
+from lmtie.tables import GAP_TOLERANCE
 
-GAP_TOLERANCE = 3.0  # test perplexity points from the paper's that count as reproduced
 LEDGER_COLUMNS = ["corpus", "size", "claim", "number", "status", "n", "per_seed", "mean_diff",
                   "std_diff", "p_value", "paper", "command"]
 # Sec. 6.4, +REAL against VD-LSTM: (field of predictions.json, lower is the claim, wording)
@@ -68,16 +68,17 @@ def _compare(lower: pd.Series, higher: pd.Series, less: bool) -> dict:
             "p_value": float(p_value)}
 
 
-def ledger(runs_frame: pd.DataFrame) -> pd.DataFrame:
+def ledger(runs_frame: pd.DataFrame, schedule: str = "full") -> pd.DataFrame:
     """Every claim of every Table 1 cell (``LEDGER_COLUMNS``), from a ``report.load_runs``
-    frame: the finished full-schedule runs count (any seed; ablations and shortened runs do
-    not). ``number`` is what is compared (``test_ppl`` or a ``predictions.json`` field);
+    frame: the finished runs whose ``preset`` is ``schedule`` count ("full": the paper's
+    schedule; "smoke" for the smoke preset), any seed; ablations never do. ``number`` is
+    what is compared (``test_ppl`` or a ``predictions.json`` field);
     ``mean_diff`` = mean over seeds of (first − second variant); ``command`` says how to
     make the missing runs of a claim that is not testable here.
 
     Raises: KeyError if ``runs_frame`` lacks a column of ``report.RUN_COLUMNS``.
     """
-    done = runs_frame[(runs_frame["status"] == "finished") & (runs_frame["preset"] == "full")
+    done = runs_frame[(runs_frame["status"] == "finished") & (runs_frame["preset"] == schedule)
                       & ~runs_frame["valid_only"].astype(bool)]
     rows = []
     for config in preset_configs("paper"):

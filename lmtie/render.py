@@ -101,11 +101,15 @@ def to_run(table: pd.DataFrame) -> Markdown:
                     "time:\n\n```\n" + "\n".join(lines) + "\n```")
 
 
-def display_claims(claims: pd.DataFrame) -> Styler:
-    """A :func:`lmtie.tables.claims` frame with human column names. Raises: nothing."""
-    return styled(claims.rename(columns={
-        "claim": "claim", "paper": "holds in the paper", "ours": "holds here",
-        "ours_test": "our test perplexities", "paper_test": "the paper's"}))
+def display_claims(ledger: pd.DataFrame) -> Styler:
+    """A :func:`lmtie.claims.ledger` frame with human column names, without commands for the
+    claims that can be tested. Raises: nothing."""
+    shown = ledger.assign(command=ledger["command"].fillna(""))
+    return styled(shown.rename(columns={
+        "claim": "claim", "number": "compared", "status": "status", "n": "seeds",
+        "per_seed": "difference per seed", "mean_diff": "mean difference",
+        "std_diff": "std", "p_value": "p (one-sided paired t-test)", "paper": "the paper",
+        "command": "to test it"}))
 
 
 def display_ablations(table: pd.DataFrame) -> Styler:

@@ -85,18 +85,21 @@ def _cells(table: pd.DataFrame, ablations: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _pattern(claims: pd.DataFrame) -> str | None:
-    """How many of the paper's orderings hold on ours, and which do not."""
-    orderings = claims[claims["paper"].notna() & claims["ours"].notna()]
+def _pattern(ledger: pd.DataFrame) -> str | None:
+    """How many of the paper's orderings of the test perplexities hold here in every seed
+    (a :func:`lmtie.claims.ledger` frame), and which do not."""
+    orderings = ledger[(ledger["number"] == "test_ppl") & ledger["claim"].str.contains(" below ")
+                       & ledger["n"].gt(0)]
     if orderings.empty:
         return None
-    same = orderings[orderings["paper"] == orderings["ours"]]
+    same = orderings[orderings["status"] == "holds"]
     text = (f"**The paper's pattern:** {len(same)} of {len(orderings)} orderings of the test "
-            "perplexities come out as in the paper")
-    differ = orderings[orderings["paper"] != orderings["ours"]]
+            "perplexities hold here in every seed")
+    differ = orderings[orderings["status"] != "holds"]
     if not differ.empty:
-        text += "; not: " + "; ".join(f"{r['claim']} (ours: {r['ours_test']})"
-                                      for _, r in differ.iterrows())
+        text += "; not: " + "; ".join(
+            f"{r['claim'].removesuffix(' (test perplexity)')} ({r['status']}, mean difference "
+            f"{r['mean_diff']:+.2f}, n = {r['n']:g})" for _, r in differ.iterrows())
     return f"{text} ({_link('pattern', 'details')})."
 
 

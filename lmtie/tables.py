@@ -7,13 +7,12 @@ and the provenance of every run. Pure functions of the frames; no file is read b
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from lmtie import reference, runs
-from lmtie.config import SIZES, VARIANT_LABELS, VARIANTS, Config, preset_configs, preset_run
+from lmtie.config import SIZES, VARIANT_LABELS, Config, preset_configs, preset_run
 from lmtie.report import ALIGNMENT_KEYS, finished, read_metrics, train_command
 
 TABLE1_RUN_COLUMNS = ["corpus", "size", "model", "seed", "status", "valid_ppl",
@@ -113,66 +112,6 @@ def table1(run_table: pd.DataFrame) -> pd.DataFrame:
 
 
 GAP_TOLERANCE = 3.0  # test perplexity points from the paper's that count as reproduced
-CLAIM_COLUMNS = ["corpus", "size", "claim", "paper", "ours", "ours_test", "paper_test"]
-
-
-def _ordering(numbers: dict[str, float], lower: str, others: list[str]) -> tuple[Any, str]:
-    """("yes"/"no", or NaN when a number is missing; the numbers as text) for "``lower`` has
-    a lower perplexity than each of ``others``"."""
-    values = [numbers.get(model, np.nan) for model in (lower, *others)]
-    text = f"{lower} {values[0]:.2f} vs " + ", ".join(
-        f"{model} {value:.2f}" for model, value in zip(others, values[1:], strict=True))
-    if any(np.isnan(values)):
-        return np.nan, text
-    return ("yes" if all(values[0] < v for v in values[1:]) else "no"), text
-
-
-def claims(table: pd.DataFrame) -> pd.DataFrame:
-    """The paper's pattern (Sec. 6.3, docs/paper.md §5) checked on our test perplexities: +REAL
-    lowest of the four, each variant below VD-LSTM, and +AL against +RE in the paper's order
-    for that size (+AL lower for small, +RE for medium and large); then each of our test
-    perplexities within ``GAP_TOLERANCE`` of the paper's. One row per claim and (corpus,
-    size) with at least one finished run of ours (the lowest seed per variant).
-
-    Args:
-        table: a :func:`table1_runs` frame (or ``tables/table1_runs.csv``).
-
-    Returns:
-        ``CLAIM_COLUMNS`` frame: ``paper``/``ours`` "yes" or "no" (NaN where a number is
-        missing: the paper has no VD-LSTM row for WikiText-2, or a run has not finished);
-        ``ours_test``/``paper_test`` the perplexities compared.
-
-    Raises: nothing.
-    """
-    rows = []
-    done = table[table["status"] == "finished"].sort_values("seed", kind="stable")
-    for (corpus, size), cell in done.groupby(["corpus", "size"], sort=False):
-        cell = cell.drop_duplicates("model")  # the lowest seed of each variant
-        ours = dict(zip(cell["model"], cell["test_ppl"], strict=True))
-        paper = {VARIANT_LABELS[v]: reference.paper_perplexity(corpus, size, v)[1]
-                 for v in VARIANTS if reference.paper_perplexity(corpus, size, v)}
-        al, re_, real, vd = (VARIANT_LABELS[v] for v in ("al", "re", "real", "vd"))
-        first, second = (al, re_) if paper.get(al, np.inf) < paper.get(re_, np.inf) else (
-            re_, al)
-        specs = [(f"{real} lowest of the four", real, [vd, al, re_]),
-                 *((f"{m} below {vd}", m, [vd]) for m in (al, re_, real)),
-                 (f"{first} below {second}", first, [second])]
-        for claim, lower, others in specs:
-            ours_holds, ours_text = _ordering(ours, lower, others)
-            paper_holds, paper_text = _ordering(paper, lower, others)
-            rows.append({"corpus": corpus, "size": size, "claim": claim, "paper": paper_holds,
-                         "ours": ours_holds, "ours_test": ours_text, "paper_test": paper_text})
-        for _, run in cell.iterrows():
-            if np.isnan(run["paper_test_ppl"]):
-                continue
-            rows.append({"corpus": corpus, "size": size, "paper": np.nan,
-                         "claim": f"{run['model']} within {GAP_TOLERANCE:g} of the paper",
-                         "ours": "yes" if abs(run["test_diff"]) <= GAP_TOLERANCE else "no",
-                         "ours_test": f"{run['test_ppl']:.2f} (Δ {run['test_diff']:+.2f})",
-                         "paper_test": f"{run['paper_test_ppl']:.2f}"})
-    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
-
-
 _CHANGES = {"seed": "seed {}", "tau": "τ {:g}", "alpha": "α {:.3g}", "epochs": "{} epochs",
             "max_batches": "{} batches an epoch"}
 _SWITCHES = {"detach_target": "no stop-gradient on ỹ", "output_bias": "free output bias",

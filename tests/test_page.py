@@ -12,7 +12,7 @@ import pytest
 from matplotlib.text import Text
 from test_report import SMOKE, write_run
 
-from lmtie import cli, figures, render, report, summary, tables
+from lmtie import claims, cli, figures, render, report, summary, tables
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -31,7 +31,7 @@ def page(tmp_path):
     runs = report.load_runs(tmp_path, "smoke")
     run_table = report.save_table(tables.table1_runs(runs), tmp_path / "tables" / "t.csv")
     for name, table in (("table1", tables.table1(run_table)),
-                        ("claims", tables.claims(run_table)),
+                        ("claims", claims.ledger(report.load_runs(tmp_path), "smoke")),
                         ("ablations", tables.ablations(report.load_runs(tmp_path), "smoke")),
                         ("runs", tables.provenance(report.load_runs(tmp_path)))):
         report.save_table(table, tmp_path / "tables" / f"{name}.csv")

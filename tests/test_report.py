@@ -108,33 +108,6 @@ def test_table1_ours_beside_paper_and_commands_for_missing_cells(results):
             assert (row["paper_valid_ppl"], row["paper_test_ppl"]) == expected
 
 
-def test_claims_check_the_papers_pattern_on_ours(results):
-    # fixture: VD-LSTM test 95, +REAL 85; add +AL 86 and +RE 84 (ours: +RE below +AL)
-    write_run(results, SMOKE["al"], [105.0], 86.0)
-    write_run(results, SMOKE["re"], [104.0], 84.0)
-    write_run(results, SMOKE["al"].replace(seed=2, preset="smoke-seed2"), [99.0], 80.0)
-    table = tables.table1_runs(report.load_runs(results))
-    claims = tables.claims(table).set_index("claim")
-    assert list(claims.columns) == tables.CLAIM_COLUMNS[:2] + tables.CLAIM_COLUMNS[3:]
-    assert list(claims.index[:5]) == ["+REAL lowest of the four", "+AL below VD-LSTM",
-                                      "+RE below VD-LSTM", "+REAL below VD-LSTM",
-                                      "+AL below +RE"]  # the paper's order for small
-    assert claims.loc["+REAL lowest of the four", "paper"] == "yes"  # 82.7 < 87.3, 82.9, 85.1
-    assert claims.loc["+REAL lowest of the four", "ours"] == "no"  # +RE has 84 < 85
-    assert claims.loc["+REAL lowest of the four", "ours_test"] == (
-        "+REAL 85.00 vs VD-LSTM 95.00, +AL 86.00, +RE 84.00")  # seed 1, not seed 2's 80
-    assert claims.loc["+AL below +RE", "ours"] == "no"
-    assert (claims.loc[["+AL below VD-LSTM", "+RE below VD-LSTM", "+REAL below VD-LSTM"],
-                       "ours"] == "yes").all()
-    within = claims.loc["+AL within 3 of the paper"]  # 86 − 82.9 = 3.1 > 3
-    assert (within["ours"], within["ours_test"], within["paper_test"]) == (
-        "no", "86.00 (Δ +3.10)", "82.90")
-    assert math.isnan(within["paper"])
-    assert claims.loc["+RE within 3 of the paper", "ours"] == "yes"  # 84 − 85.1
-    assert claims.loc["VD-LSTM within 3 of the paper", "ours"] == "no"  # 95 − 87.3
-    assert tables.claims(table[table["status"] != "finished"]).empty
-
-
 def test_train_command_round_trips_through_the_cli_for_every_preset():
     for preset in ("smoke", "cpu", "paper"):
         for config in preset_configs(preset):
