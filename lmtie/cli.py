@@ -212,9 +212,11 @@ def _check_flags(args: argparse.Namespace) -> None:
             a number too large for a float, e.g. 1e400) or out of range.
     """
     for name in ("threads", "epochs", "max_batches", "jobs", "seeds"):
-        value = getattr(args, name, None)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        value = getattr(args, name, None)  # reproduce --seeds is a tuple of seeds
+        values = value if isinstance(value, tuple) else (value,)
+        if any(v is not None and v < 1 for v in values):
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got "
+                             f"{','.join(map(str, values))}")
     tau, alpha = getattr(args, "tau", None), getattr(args, "alpha", None)
     if tau is not None and not (math.isfinite(tau) and tau > 0):
         raise ValueError(f"--tau must be a finite number > 0 (a temperature), got {tau}")

@@ -233,6 +233,8 @@ def plot_ablations(metrics: pd.DataFrame, table: pd.DataFrame) -> Figure | None:
         top = 1.6 * low
         for run_id, label, style in lines:
             run = metrics[metrics["run_id"] == run_id].sort_values("epoch")
+            if run.empty:  # a base run still in its first epoch
+                continue
             last = run["valid_ppl"].iloc[-1]
             if last > top:
                 label += f" (ends at {last:.4g}, off the plot)"
@@ -242,6 +244,45 @@ def plot_ablations(metrics: pd.DataFrame, table: pd.DataFrame) -> Figure | None:
         _integer_epochs(ax)
         ax.legend(fontsize=MIN_FONT_PT, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     fig.suptitle("Ablations beside their base run (black): validation perplexity")
+    return fig
+
+
+@_styled
+def plot_real_study(curves: pd.DataFrame, verdict: pd.DataFrame) -> Figure | None:
+    """The +REAL study: per panel, up to ``PER_PANEL`` runs of hypotheses (a colour and line
+    style each) beside their baseline (+REAL as read, or with a bias: black) and their +RE
+    reference (grey), over the epochs the hypotheses ran; y from 0.95 × to 1.6 × the panel's
+    lowest perplexity. None when no hypothesis has run.
+
+    Args:
+        curves: :func:`lmtie.study.curves`. verdict: :func:`lmtie.study.verdict`.
+
+    Raises: nothing.
+    """
+    ran = verdict[verdict["verdict"] != "not run"]
+    if ran.empty:
+        return None
+    panels = [(baseline, ref, rows.iloc[start:start + PER_PANEL])
+              for (baseline, ref), rows in ran.groupby(["baseline", "reference"], sort=False)
+              for start in range(0, len(rows), PER_PANEL)]
+    fig, axes = _grid(len(panels), 4.8)
+    for ax, (baseline, ref, rows) in zip(axes, panels, strict=True):
+        lines = [(baseline, f"{baseline} (baseline)", {"color": "black"}),
+                 (ref, f"{ref} (+RE reference)", {"color": "0.6"})]
+        lines += list(zip(rows["run_id"], rows["run_id"], _ABLATION_STYLES, strict=False))
+        last_epoch = curves[curves["run_id"].isin(rows["run_id"])]["epoch"].max()
+        shown = curves[curves["run_id"].isin([r for r, _, _ in lines])
+                       & (curves["epoch"] <= last_epoch)]
+        low = shown["valid_ppl"].min()
+        for run_id, label, style in lines:
+            run = shown[shown["run_id"] == run_id].sort_values("epoch")
+            ax.plot(run["epoch"], run["valid_ppl"], label=label.removeprefix("ptb-small-"),
+                    **style)
+        ax.set(xlabel="epoch", ylabel="validation perplexity", ylim=(0.95 * low, 1.6 * low),
+               xlim=(0.5, last_epoch + 0.5))
+        _integer_epochs(ax)
+        ax.legend(fontsize=MIN_FONT_PT, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    fig.suptitle("Does +REAL work? Each reading's run beside its baseline (black) and +RE (grey)")
     return fig
 
 

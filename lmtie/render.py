@@ -248,6 +248,30 @@ def ablations_section(results_dir: str | Path) -> list[HTML | Markdown | Styler]
             embed(figures / "augmented.png", "The augmented loss during training")]
 
 
+def real_study_section(results_dir: str | Path) -> list[HTML | Markdown | Styler]:
+    """The report's "Does +REAL work?" section from ``tables/real_study.csv``,
+    ``tables/real_evaluation.csv`` and ``figures/real_study.png`` (written by notebook 02):
+    the verdict per hypothesis, the figure, and the checkpoint diagnostics.
+
+    Raises:
+        FileNotFoundError: a table is missing (run notebook 02 first).
+    """
+    verdict = report.read_table(results_dir, "real_study")
+    shown = verdict.drop(columns=["baseline", "reference"]).rename(columns={
+        "run_id": "run", "epoch": "matched epoch", "valid_ppl": "valid (run)",
+        "baseline_valid_ppl": "valid (baseline)", "reference_valid_ppl": "valid (+RE)",
+        "vs_reference": "run − +RE", "command": "command (not run yet)"})
+    shown["command (not run yet)"] = shown["command (not run yet)"].where(
+        verdict["verdict"] == "not run", "")
+    parts: list[HTML | Markdown | Styler] = [
+        styled(shown), embed(Path(results_dir) / "figures" / "real_study.png",
+                             "The +REAL study: validation curves")]
+    evaluation = report.read_table(results_dir, "real_evaluation")
+    if not evaluation.empty:
+        parts.append(styled(evaluation.rename(columns=lambda c: c.replace("_", " "))))
+    return parts
+
+
 def figure1(results_dir: str | Path) -> list[HTML | Markdown | Styler]:
     """The paper's Figure 1: the final distance per point beside the paper's
     (``subspace.report_rows``, from the CSVs under ``<results_dir>/subspace/``), then

@@ -19,9 +19,10 @@ from lmtie.tables import GAP_TOLERANCE
 
 SECTIONS: list[tuple[str, str]] = [  # (anchor, heading), in the page's order
     ("table-1", "Table 1: perplexity"),
-    ("pattern", "Does the paper's pattern hold? (Sec. 6.3)"),
+    ("pattern", "The paper's claims across seeds (Sec. 6.3–6.4)"),
     ("figure-2", "Validation perplexity per epoch (the paper's Figure 2)"),
     ("ablations", "Ablations (validation set only)"),
+    ("does-real-work", "Does +REAL work? (validation set only)"),
     ("subspace", "Subspace distance between Lᵀ and W during training (Sec. 6.2)"),
     ("figure-1", "Figure 1: the augmented loss aligns span(W) with span(Lᵀ) (Sec. 6.2)"),
     ("qualitative", "Qualitative predictions (the paper's Table 3)"),

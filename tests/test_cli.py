@@ -37,3 +37,15 @@ def test_bad_input_exits_2_with_the_fix(tmp_path, capsys):
     assert main(["data", "download", "--dest", str(tmp_path)]) == 2
     with pytest.raises(SystemExit):
         _parser().parse_args(["train", "--variant", "xl"])
+
+
+def test_flag_check_takes_the_seeds_of_reproduce():
+    """reproduce --seeds parses to a tuple: the check of counts takes each seed (it compared
+    the tuple with 1 and crashed `make report`)."""
+    from lmtie.cli import _check_flags
+
+    _check_flags(_parser().parse_args(["reproduce", "--seeds", "1,2,3"]))
+    args = _parser().parse_args(["reproduce"])
+    args.seeds = (1, 0)
+    with pytest.raises(ValueError, match="--seeds must be at least 1, got 1,0"):
+        _check_flags(args)

@@ -377,3 +377,18 @@ def test_augmented_figure_draws_the_runs_that_train_with_it(results):
     vd_only = report.load_runs(results, "smoke").query("variant == 'vd'")
     assert figures.plot_augmented(report.load_metrics(vd_only), tables.ablations(
         all_runs, "smoke")) is None
+
+
+def test_ablation_of_a_base_run_in_its_first_epoch_is_drawn_without_it(results):
+    """A seed-2 preset run that has just started (no epoch) and a finished 5-epoch run of the
+    same seed: the panel draws the ablation, not the empty base."""
+    base = SMOKE["real"].replace(seed=2)
+    runs.write_json(results / "runs" / base.run_id / "config.json", base.to_dict())
+    runs.write_jsonl(results / "runs" / base.run_id / "metrics.jsonl", [])
+    write_run(results, base.replace(preset="smoke-tau40", tau=40.0, alpha=26.0,
+                                    valid_only=True), [140.0, 130.0], None)
+    all_runs = report.load_runs(results)
+    table = tables.ablations(all_runs, "smoke")
+    fig = figures.plot_ablations(report.load_metrics(all_runs), table)
+    drawn = [line.get_label() for ax in fig.axes for line in ax.lines]
+    assert drawn == ["α 26, τ 40"]  # no base line (and no VD-LSTM of seed 2)
