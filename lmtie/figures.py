@@ -199,6 +199,15 @@ def _grid(n_panels: int, height: float, columns: int = 3) -> tuple[Figure, list]
     return fig, axes[:n_panels]
 
 
+def _perplexity_panel(ax, low: float, **settings) -> None:
+    """Labels, y from 0.95 × to 1.6 × ``low`` (late differences show), integer epochs and a
+    legend below a panel of validation curves; ``settings`` go to ``ax.set``."""
+    ax.set(xlabel="epoch", ylabel="validation perplexity", ylim=(0.95 * low, 1.6 * low),
+           **settings)
+    _integer_epochs(ax)
+    ax.legend(fontsize=MIN_FONT_PT, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+
+
 @_styled
 def plot_ablations(metrics: pd.DataFrame, table: pd.DataFrame) -> Figure | None:
     """Validation perplexity per epoch of the ablation runs, panels of at most
@@ -239,10 +248,7 @@ def plot_ablations(metrics: pd.DataFrame, table: pd.DataFrame) -> Figure | None:
             if last > top:
                 label += f" (ends at {last:.4g}, off the plot)"
             ax.plot(run["epoch"], run["valid_ppl"], label=label, markevery=2, **style)
-        ax.set(title=title, xlabel="epoch", ylabel="validation perplexity",
-               ylim=(0.95 * low, top))
-        _integer_epochs(ax)
-        ax.legend(fontsize=MIN_FONT_PT, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+        _perplexity_panel(ax, low, title=title)
     fig.suptitle("Ablations beside their base run (black): validation perplexity")
     return fig
 
@@ -278,10 +284,7 @@ def plot_real_study(curves: pd.DataFrame, verdict: pd.DataFrame) -> Figure | Non
             run = shown[shown["run_id"] == run_id].sort_values("epoch")
             ax.plot(run["epoch"], run["valid_ppl"], label=label.removeprefix("ptb-small-"),
                     **style)
-        ax.set(xlabel="epoch", ylabel="validation perplexity", ylim=(0.95 * low, 1.6 * low),
-               xlim=(0.5, last_epoch + 0.5))
-        _integer_epochs(ax)
-        ax.legend(fontsize=MIN_FONT_PT, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+        _perplexity_panel(ax, low, xlim=(0.5, last_epoch + 0.5))
     fig.suptitle("Does +REAL work? Each reading's run beside its baseline (black) and +RE (grey)")
     return fig
 
