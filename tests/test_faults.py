@@ -227,6 +227,20 @@ def test_a_new_results_folder_meets_the_checkpoints_of_the_same_run(corpus, tmp_
     assert identity.checkpoint_dir_for(other, identity.fingerprint(other, sha)) != folder
 
 
+def killed_in_epoch(epoch, real_epoch):
+    """``train._train_epoch`` that runs ``real_epoch`` until the ``epoch``-th call, which is
+    killed (KeyboardInterrupt) before it trains."""
+    calls = []
+
+    def train_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == epoch:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    return train_epoch
+
+
 def test_checkpoint_of_an_earlier_epoch_than_the_run_dir(corpus, tmp_path, monkeypatch,
                                                          capsys):
     """A same-fingerprint copy that stopped after epoch 2 must not rewind (resume) or
@@ -236,15 +250,8 @@ def test_checkpoint_of_an_earlier_epoch_than_the_run_dir(corpus, tmp_path, monke
     assert lmtie(capsys, *argv, *run, corpus=corpus)[0] == 0
     rows = runs.read_jsonl(tmp_path / "R" / "runs" / run_id / "metrics.jsonl")
     assert min(rows, key=lambda r: r["valid_ppl"])["epoch"] == 3  # the run's best epoch
-    real_epoch, calls = train._train_epoch, []
-
-    def killed_in_epoch_3(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(train, "_train_epoch", killed_in_epoch_3)
+    real_epoch = train._train_epoch
+    monkeypatch.setattr(train, "_train_epoch", killed_in_epoch(3, real_epoch))
     with pytest.raises(KeyboardInterrupt):
         lmtie(capsys, *argv, "--results-dir", tmp_path / "copy", "--checkpoint-dir",
               tmp_path / "early", corpus=corpus)
@@ -279,15 +286,8 @@ def test_legacy_checkpoint_resumes_bit_identically(corpus, tmp_path, monkeypatch
     whole = tmp_path / "whole"
     assert lmtie(capsys, *argv, "--results-dir", whole, "--checkpoint-dir", tmp_path / "w",
                  corpus=corpus)[0] == 0
-    real_epoch, calls = train._train_epoch, []
-
-    def killed_in_epoch_3(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(train, "_train_epoch", killed_in_epoch_3)
+    real_epoch = train._train_epoch
+    monkeypatch.setattr(train, "_train_epoch", killed_in_epoch(3, real_epoch))
     with pytest.raises(KeyboardInterrupt):
         lmtie(capsys, *argv, "--results-dir", tmp_path / "old", corpus=corpus)
     monkeypatch.setattr(train, "_train_epoch", real_epoch)
