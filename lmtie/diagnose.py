@@ -28,6 +28,7 @@ TEMPERATURES = (0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0)  # logits / T (calibrat
 RANK_CUTS = (1, 10, 100, 1000)  # share of targets ranked at or above each
 TAIL_SHARES = (0.01, 0.1)  # the worst 1 % / 10 % of tokens
 FREQUENCY_BANDS = ((0, 100), (100, 1000), (1000, 10_000), (10_000, None))  # by train-count rank
+CHUNKS = 10  # contiguous pieces of the stream: how much the perplexity moves with the text
 
 
 @torch.no_grad()
@@ -82,7 +83,10 @@ def summarise(losses: dict[str, np.ndarray], train_counts: np.ndarray,
         ``rank`` (mean, median, 90th/99th percentile, share at or above each of
         ``RANK_CUTS``); ``tail`` (share of the total NLL from the worst 1 %/10 % of tokens);
         ``calibration`` (mean confidence, top-1 accuracy); ``bands`` (per frequency band of
-        the target: share of tokens, mean NLL).
+        the target: share of tokens, mean NLL); ``chunks`` (the perplexity of each of
+        ``CHUNKS`` contiguous, equal pieces of the stream, in stream order; the pieces are
+        independent stretches of text, so their spread is how far one model's perplexity moves
+        between two held-out texts the size of a piece, e.g. validation against test).
     """
     nll, rank = losses["nll"], losses["rank"]
     n = len(nll)
@@ -111,6 +115,7 @@ def summarise(losses: dict[str, np.ndarray], train_counts: np.ndarray,
         "calibration": {"mean_confidence": float(losses["confidence"].mean()),
                         "top1_accuracy": float((rank == 1).mean())},
         "bands": bands,
+        "chunks": [math.exp(piece.mean()) for piece in np.array_split(nll, min(CHUNKS, n))],
     }
 
 

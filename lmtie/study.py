@@ -11,6 +11,7 @@ Paper: Sec. 3-4, 6.3 (our addition: issue 13, the evidence for why +REAL fails h
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,13 +174,16 @@ def curves(results_dir: str | Path) -> pd.DataFrame:
 EVALUATION_COLUMNS = ["run_id", "epoch", "checkpoint", "valid_ppl_batch1", "valid_ppl_batch10",
                       "valid_ppl_batch20", "batch20_over_batch1", "valid_ppl_state_reset",
                       "best_temperature", "valid_ppl_best_temperature", "median_rank",
-                      "share_top10", "nll_share_worst1pct", "mean_confidence", "top1_accuracy"]
+                      "share_top10", "nll_share_worst1pct", "mean_confidence", "top1_accuracy",
+                      "chunk_ppl_min", "chunk_ppl_max"]
 
 
 def evaluation(results_dir: str | Path) -> pd.DataFrame:
     """The ``lmtie diagnose`` entries of every run (``EVALUATION_COLUMNS``, one row per run and
     checkpoint epoch): perplexity by evaluation batch and with the state reset, the best
-    temperature of the grid, target ranks, the loss tail, calibration. Validation set only.
+    temperature of the grid, target ranks, the loss tail, calibration, and the lowest and
+    highest perplexity of the stream's contiguous pieces (NaN for entries measured before
+    pieces were). Validation set only.
     Raises: ValueError (a corrupt ``diagnostics.json``, named)."""
     rows = []
     for path in sorted((Path(results_dir) / "runs").glob("*/diagnostics.json")):
@@ -194,7 +198,9 @@ def evaluation(results_dir: str | Path) -> pd.DataFrame:
                 "valid_ppl_best_temperature": min(one["perplexity_by_temperature"].values()),
                 "median_rank": one["rank"]["median"], "share_top10": one["rank"]["share_top10"],
                 "nll_share_worst1pct": one["tail"]["nll_share_worst0.01"],
-                **one["calibration"]})
+                **one["calibration"],
+                "chunk_ppl_min": min(one.get("chunks", [math.nan])),
+                "chunk_ppl_max": max(one.get("chunks", [math.nan]))})
     frame = pd.DataFrame(rows, columns=EVALUATION_COLUMNS)
     return frame.astype({c: float for c in EVALUATION_COLUMNS[3:]}) if rows else frame
 

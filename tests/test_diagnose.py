@@ -63,6 +63,17 @@ def test_summary_against_hand_counts():
     assert got["calibration"] == {"mean_confidence": 0.5, "top1_accuracy": pytest.approx(0.6)}
     # every target word's frequency rank is < 100: one band, all tokens
     assert got["bands"] == [{"band": "0-100", "share": 1.0, "mean_nll": pytest.approx(2.0)}]
+    # five tokens, five pieces of one token each, in stream order
+    assert got["chunks"] == pytest.approx([math.exp(x) for x in (1.0, 1.0, 2.0, 6.0, 0.0)])
+
+
+def test_chunks_are_contiguous_pieces_of_the_stream():
+    nll = np.array([1.0] * 10 + [3.0] * 10)  # the second half of the text is harder
+    losses = {"targets": np.zeros(20, dtype=np.int64), "nll": nll, "rank": np.ones(20),
+              "confidence": np.ones(20), "nll_by_temperature": np.array([nll.sum()])}
+    got = diagnose.summarise(losses, np.array([1]), temperatures=(1.0,))["chunks"]
+    assert len(got) == diagnose.CHUNKS
+    assert got == pytest.approx([math.e] * 5 + [math.exp(3)] * 5)
 
 
 def test_diagnose_a_run_keeps_one_entry_per_epoch(tmp_path, tiny_ptb, capsys):

@@ -1,6 +1,7 @@
 """The +REAL study's verdict and evaluation tables from hand-written run files."""
 
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -89,3 +90,8 @@ def test_evaluation_rows_from_diagnostics(results):
     assert row["run_id"] == study.FAITHFUL and row["epoch"] == 7
     assert row["batch20_over_batch1"] == pytest.approx(1.02)
     assert row["valid_ppl_best_temperature"] == 97.0 and row["mean_confidence"] == 0.4
+    assert math.isnan(row["chunk_ppl_min"])  # measured before the stream was cut in pieces
+    entry["batch1"]["chunks"] = [120.0, 80.0, 95.0]
+    path.write_text(json.dumps({"run_id": study.FAITHFUL, "entries": [entry]}))
+    row = study.evaluation(results).iloc[0]
+    assert (row["chunk_ppl_min"], row["chunk_ppl_max"]) == (80.0, 120.0)
