@@ -84,9 +84,8 @@ def summarise(losses: dict[str, np.ndarray], train_counts: np.ndarray,
         ``RANK_CUTS``); ``tail`` (share of the total NLL from the worst 1 %/10 % of tokens);
         ``calibration`` (mean confidence, top-1 accuracy); ``bands`` (per frequency band of
         the target: share of tokens, mean NLL); ``chunks`` (the perplexity of each of
-        ``CHUNKS`` contiguous, equal pieces of the stream, in stream order; the pieces are
-        independent stretches of text, so their spread is how far one model's perplexity moves
-        between two held-out texts the size of a piece, e.g. validation against test).
+        ``CHUNKS`` contiguous, equal pieces of the stream, in stream order: how far one
+        model's perplexity moves between stretches of the same held-out text).
     """
     nll, rank = losses["nll"], losses["rank"]
     n = len(nll)

@@ -268,9 +268,9 @@ def real_study_section(results_dir: str | Path) -> list[HTML | Markdown | Styler
                              "The +REAL study: validation curves")]
     evaluation = report.read_table(results_dir, "real_evaluation")
     if not evaluation.empty:
-        pieces = [f"{lo:.0f}–{hi:.0f}" if lo == lo else "" for lo, hi in zip(
+        chunks = [f"{lo:.0f}–{hi:.0f}" if pd.notna(lo) else "" for lo, hi in zip(
             evaluation.pop("chunk_ppl_min"), evaluation.pop("chunk_ppl_max"), strict=True)]
-        evaluation = evaluation.drop(columns="checkpoint").assign(valid_pieces_ppl=pieces)
+        evaluation = evaluation.drop(columns="checkpoint").assign(chunk_ppl_range=chunks)
         parts.append(styled(evaluation.rename(columns=lambda c: c.replace("_", " "))))
     return parts
 

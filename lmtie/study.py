@@ -211,8 +211,7 @@ def valid_over_test_batch(results_dir: str | Path, run_ids: list[str]) -> pd.Dat
     alone moves the number. Columns ``run_id``, ``epoch``, ``ratio``. Raises: ValueError."""
     frames = []
     for run_id in run_ids:
-        m = _curve(Path(results_dir), run_id)
-        if m.empty:
+        if _curve(Path(results_dir), run_id).empty:  # not started, or in its first epoch
             continue
         m = read_metrics(Path(results_dir) / "runs" / run_id)
         if "valid_ppl_test_batch" in m:
