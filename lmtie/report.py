@@ -27,6 +27,7 @@ _FLAGS = {"seed": "--seed", "epochs": "--epochs", "max_batches": "--max-batches"
           "preset": "--suffix", "tau": "--tau", "alpha": "--alpha"}
 _SWITCH_FLAGS = {"output_bias": "--output-bias", "aug_bias": "--aug-bias",
                  "frozen_target": "--frozen-target"}  # ablation switches of `lmtie train`
+_NOT_ABLATIONS = ("seed", "epochs", "max_batches", "preset", "valid_only")  # cf. cli._SCHEDULE
 # predictions.json, over the test stream (the last two from 2026-12-03 on)
 MASS_KEYS = ("mean_p_unk", "mean_target_rank", "mean_p_articles", "mean_p_neighbours")
 ALIGNMENT_KEYS = ("logit_std", "target_logit_std", "logit_target_corr")  # analysis.logit_alignment
@@ -59,6 +60,9 @@ def train_command(config: Config) -> str:
             command += f" {_FLAGS[name]} {value}"
         else:
             raise ValueError(f"{config.run_id}: {name}={value!r} has no `lmtie train` flag")
+    changed = [name for name, value in config.to_dict().items() if value != getattr(base, name)]
+    if not config.valid_only and any(name not in _NOT_ABLATIONS for name in changed):
+        command += " --measure-test"  # an ablation that measures the test set (issue 13)
     return command
 
 

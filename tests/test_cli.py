@@ -29,6 +29,22 @@ def test_departures_from_the_preset_get_a_suffix():
     assert frozen.run_id.endswith("-frozen") and frozen.frozen_target and frozen.valid_only
 
 
+def test_measure_test_turns_a_full_schedule_ablation_into_a_test_measured_reading(tmp_path,
+                                                                                     capsys):
+    reading = config_of("--variant", "real", "--no-detach-target", "--output-bias",
+                        "--measure-test")
+    assert reading.run_id == "ptb-small-real-seed1-nodetach-bias" and not reading.valid_only
+    assert config_of("--variant", "real", "--output-bias").valid_only  # without: valid only
+    for flags, fix in ((["--measure-test"], "for an ablation"),
+                       (["--output-bias", "--epochs", "10", "--measure-test"], "full schedule"),
+                       (["--output-bias", "--max-batches", "5", "--measure-test"],
+                        "drop --epochs/--max-batches")):
+        assert main(["train", "--variant", "real", *flags, "--data-dir", str(tmp_path),
+                     "--results-dir", str(tmp_path), "--quiet"]) == 2
+        assert fix in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # refused before anything is written
+
+
 def test_bad_input_exits_2_with_the_fix(tmp_path, capsys):
     code = main(["train", "--epochs", "1", "--data-dir", str(tmp_path), "--device", "cpu",
                  "--results-dir", str(tmp_path), "--quiet"])

@@ -128,6 +128,11 @@ def test_train_command_round_trips_through_the_cli_for_every_preset():
                              **switches)
         assert cli._train_config(cli._parser().parse_args(
             report.train_command(config).split()[1:])) == config
+    measured = make_config("ptb", "small", "real", detach_target=False, output_bias=True,
+                           preset="nodetach-bias")  # a reading run in full: test measured
+    argv = report.train_command(measured).split()[1:]
+    assert argv[-1] == "--measure-test"
+    assert cli._train_config(cli._parser().parse_args(argv)) == measured
     shortened = make_config("ptb", "small", "real", epochs=5, preset="e5")  # not an ablation
     assert cli._train_config(cli._parser().parse_args(
         report.train_command(shortened).split()[1:])) == shortened
