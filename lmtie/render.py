@@ -15,7 +15,7 @@ import pandas as pd
 from IPython.display import HTML, Markdown
 from pandas.io.formats.style import Styler
 
-from lmtie import report, subspace, tables
+from lmtie import report, study, subspace, tables
 from lmtie.config import SIZES, make_config
 from lmtie.figures import embed
 
@@ -251,7 +251,8 @@ def ablations_section(results_dir: str | Path) -> list[HTML | Markdown | Styler]
 def real_study_section(results_dir: str | Path) -> list[HTML | Markdown | Styler]:
     """The report's "Does +REAL work?" section from ``tables/real_study.csv``,
     ``tables/real_evaluation.csv`` and ``figures/real_study.png`` (written by notebook 02):
-    the verdict per hypothesis, the figure, and the checkpoint diagnostics.
+    the conclusion (:func:`lmtie.study.conclusion`), the verdict per hypothesis, the figure,
+    and the checkpoint diagnostics.
 
     Raises:
         FileNotFoundError: a table is missing (run notebook 02 first).
@@ -260,12 +261,16 @@ def real_study_section(results_dir: str | Path) -> list[HTML | Markdown | Styler
     shown = verdict.drop(columns=["baseline", "reference"]).rename(columns={
         "run_id": "run", "epoch": "matched epoch", "valid_ppl": "valid (run)",
         "baseline_valid_ppl": "valid (baseline)", "reference_valid_ppl": "valid (+RE)",
-        "vs_reference": "run − +RE", "command": "command (not run yet)"})
+        "vs_reference": "run − +RE", "test_ppl": "test (run in full)",
+        "command": "command (not run yet)"})
+    if shown["test (run in full)"].isna().all():
+        shown = shown.drop(columns="test (run in full)")
     shown["command (not run yet)"] = shown["command (not run yet)"].where(
         verdict["verdict"] == "not run", "")
     parts: list[HTML | Markdown | Styler] = [
-        styled(shown), embed(Path(results_dir) / "figures" / "real_study.png",
-                             "The +REAL study: validation curves")]
+        Markdown("\n".join(study.conclusion(verdict, results_dir))), styled(shown),
+        embed(Path(results_dir) / "figures" / "real_study.png",
+              "The +REAL study: validation curves")]
     evaluation = report.read_table(results_dir, "real_evaluation")
     if not evaluation.empty:
         chunks = [f"{lo:.0f}–{hi:.0f}" if pd.notna(lo) else "" for lo, hi in zip(

@@ -3,8 +3,10 @@
 Each hypothesis names one reading of the paper (or one mechanism) that the failure of +REAL
 (W = Lᵀ, b = 0, J^aug at τ = 20) could hang on, the validation-only run that switches it, the
 run it changes (its baseline) and the +RE run it should match. The verdict compares them at
-the last epoch all three reached: validation perplexity only (ablations never see the test
-set). Nothing here trains: missing runs show the command that makes them.
+the last epoch all three reached: validation perplexity only. A reading that beat +RE by more
+than ``BEATS`` points is also run to the full schedule with ``--measure-test``: its test
+perplexity is shown beside the faithful one, labelled as that reading. Nothing here trains:
+missing runs show the command that makes them.
 
 Paper: Sec. 3-4, 6.3 (our addition: issue 13, the evidence for why +REAL fails here).
 """
@@ -30,8 +32,8 @@ REAL_BIAS = "ptb-small-real-seed1-bias"
 NOISE = 3.0
 BEATS = 1.0  # points below +RE that ask for a full-schedule run of the reading (issue 13)
 VERDICT_COLUMNS = ["hypothesis", "run_id", "epoch", "valid_ppl", "baseline_valid_ppl",
-                   "reference_valid_ppl", "vs_reference", "outcome", "verdict", "baseline",
-                   "reference", "command"]
+                   "reference_valid_ppl", "vs_reference", "outcome", "verdict", "test_ppl",
+                   "baseline", "reference", "command"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,9 @@ class Hypothesis:
 
     Attributes:
         name: what the failure would hang on, in one line.
-        run: run_id of the run that switches it.
+        label: the change in a few words (the conclusion's lists).
+        runs: run_ids of the runs that switch it (a short run, and the same reading at the
+            full schedule where it was run in full); the one with most epochs counts.
         baseline: run_id of the run it departs from (+REAL, with or without a bias).
         reference: run_ids of the +RE run(s) it should match; the one with most epochs counts.
         command: the ``lmtie train`` flags that make ``run`` (after ``--corpus ptb --size
@@ -51,7 +55,8 @@ class Hypothesis:
     """
 
     name: str
-    run: str
+    label: str
+    runs: tuple[str, ...]
     baseline: str
     reference: tuple[str, ...]
     command: str
@@ -60,26 +65,31 @@ class Hypothesis:
 
 HYPOTHESES = (
     Hypothesis("J^aug weighs 35 times too much (KL averaged over batch × time, CE summed "
-               "over time): α/35", "ptb-small-real-seed1-e10-alphadiv35", FAITHFUL, (RE,),
+               "over time): α/35", "α/35", ("ptb-small-real-seed1-e10-alphadiv35",),
+               FAITHFUL, (RE,),
                "--variant real --epochs 10 --alpha 0.37142857142857144 --suffix "
                "e10-alphadiv35"),
     Hypothesis("the target moves with the tied L (feedback): ỹ from L frozen for each epoch",
-               "ptb-small-real-seed1-e10-frozen", FAITHFUL, (RE,),
+               "ỹ from L frozen each epoch",
+               ("ptb-small-real-seed1-e10-frozen",), FAITHFUL, (RE,),
                "--variant real --epochs 10 --frozen-target"),
-    Hypothesis("stop-gradient on ỹ (Decision A2) reversed", "ptb-small-real-seed1-e5-nodetach",
-               FAITHFUL, (RE,), "--variant real --epochs 5 --no-detach-target"),
-    Hypothesis("the target is too sharp: τ = 40 (α = 26)", "ptb-small-real-seed1-e5-tau40",
-               FAITHFUL, (RE,), "--variant real --epochs 5 --tau 40"),
-    Hypothesis("the seed: seed 2", "ptb-small-real-seed2-e5", FAITHFUL, (RE,),
+    Hypothesis("stop-gradient on ỹ (Decision A2) reversed", "no stop-gradient on ỹ",
+               ("ptb-small-real-seed1-e5-nodetach",), FAITHFUL, (RE,),
+               "--variant real --epochs 5 --no-detach-target"),
+    Hypothesis("the target is too sharp: τ = 40 (α = 26)", "τ = 40",
+               ("ptb-small-real-seed1-e5-tau40",), FAITHFUL, (RE,),
+               "--variant real --epochs 5 --tau 40"),
+    Hypothesis("the seed: seed 2", "seed 2", ("ptb-small-real-seed2-e5",), FAITHFUL, (RE,),
                "--variant real --epochs 5 --seed 2"),
-    Hypothesis("b = 0 (Sec. 4's RE): a free output bias b in J", REAL_BIAS, FAITHFUL, RE_BIAS,
-               "--variant real --output-bias"),
-    Hypothesis("b in J and in ŷ = softmax((W h + b)/τ), Sec. 3's 'ŷ is y_t at τ'",
-               "ptb-small-real-seed1-e10-bias-augbias", REAL_BIAS, RE_BIAS,
+    Hypothesis("b = 0 (Sec. 4's RE): a free output bias b in J", "a free output bias",
+               (REAL_BIAS,), FAITHFUL, RE_BIAS, "--variant real --output-bias"),
+    Hypothesis("b in J and in ŷ = softmax((W h + b)/τ), Sec. 3's 'ŷ is y_t at τ'", "b in ŷ too",
+               ("ptb-small-real-seed1-e10-bias-augbias",), REAL_BIAS, RE_BIAS,
                "--variant real --epochs 10 --output-bias --aug-bias", "beats"),
-    Hypothesis("stop-gradient reversed, with a free bias",
-               "ptb-small-real-seed1-e10-nodetach-bias", REAL_BIAS, RE_BIAS,
-               "--variant real --epochs 10 --no-detach-target --output-bias", "beats"),
+    Hypothesis("stop-gradient reversed, with a free bias", "no stop-gradient, with a bias",
+               ("ptb-small-real-seed1-nodetach-bias", "ptb-small-real-seed1-e10-nodetach-bias"),
+               REAL_BIAS, RE_BIAS,
+               "--variant real --no-detach-target --output-bias --measure-test", "beats"),
 )
 
 
@@ -90,6 +100,22 @@ def _curve(results_dir: Path, run_id: str) -> pd.Series:
     if not path.is_file() or not runs.read_jsonl(path):  # not started, or in its first epoch
         return pd.Series(dtype=float)
     return read_metrics(run_dir).set_index("epoch")["valid_ppl"]
+
+
+def _longest(results_dir: Path, run_ids: tuple[str, ...]) -> tuple[str, pd.Series]:
+    """The run of ``run_ids`` with most completed epochs (the first listed on a tie) and its
+    curve. Raises: ValueError (corrupt metrics file)."""
+    curves = {r: _curve(results_dir, r) for r in run_ids}
+    run_id = max(curves, key=lambda r: len(curves[r]))
+    return run_id, curves[run_id]
+
+
+def test_perplexity(results_dir: str | Path, run_id: str) -> float:
+    """The test perplexity in ``run_id``'s ``final.json``; NaN while it trains and for a
+    validation-only run. Raises: ValueError (corrupt file)."""
+    path = Path(results_dir) / "runs" / run_id / "final.json"
+    test = runs.read_json(path).get("test_ppl") if path.is_file() else None
+    return math.nan if test is None else float(test)
 
 
 def _outcome(valid: float, baseline: float, reference: float) -> str:
@@ -126,7 +152,8 @@ def verdict(results_dir: str | Path) -> pd.DataFrame:
     or "too early" while the baseline is within 2 × ``NOISE`` of its reference (the failure
     not visible yet); "beats" (does it make +REAL beat +RE?): supports (beyond the noise) /
     open (run longer; below +RE by more than ``BEATS``, within the noise) / no gain (like
-    +RE) / refutes. "not run" (with the command) while a run has no epoch.
+    +RE) / refutes. "not run" (with the command) while a run has no epoch. ``test_ppl``: the
+    run's test perplexity where it was run in full with ``--measure-test`` (else NaN).
 
     Raises:
         ValueError: a corrupt ``metrics.jsonl`` (names it).
@@ -134,11 +161,11 @@ def verdict(results_dir: str | Path) -> pd.DataFrame:
     root = Path(results_dir)
     rows = []
     for h in HYPOTHESES:
-        references = {r: _curve(root, r) for r in h.reference}
-        reference = max(references, key=lambda r: len(references[r]))
-        curves = [_curve(root, h.run), _curve(root, h.baseline), references[reference]]
-        row = {"hypothesis": h.name, "run_id": h.run, "baseline": h.baseline,
-               "reference": reference,
+        run_id, curve = _longest(root, h.runs)
+        reference, reference_curve = _longest(root, h.reference)
+        curves = [curve, _curve(root, h.baseline), reference_curve]
+        row = {"hypothesis": h.name, "run_id": run_id, "baseline": h.baseline,
+               "reference": reference, "test_ppl": test_perplexity(root, run_id),
                "command": f"lmtie train --corpus ptb --size small {h.command}"}
         common = set.intersection(*(set(c.index) for c in curves))
         if not common:
@@ -156,13 +183,46 @@ def verdict(results_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
 
 
+def conclusion(table: pd.DataFrame, results_dir: str | Path) -> list[str]:
+    """The study's conclusion as Markdown bullets, from a :func:`verdict` table: the readings
+    under which +REAL trains, those that leave it failing, whether any beats +RE, what is
+    open, and the test perplexity of each reading run in full beside the faithful +REAL's
+    and +RE's (from their ``final.json``). Raises: ValueError (a corrupt run file)."""
+    labels = {h.name: h.label for h in HYPOTHESES}
+    questions = {h.name: h.question for h in HYPOTHESES}
+
+    def listed(rows: pd.DataFrame) -> str:
+        return "; ".join(f"{labels[r.hypothesis]} ({r.valid_ppl:.2f} vs +RE "
+                         f"{r.reference_valid_ppl:.2f} at epoch {r.epoch:.0f})"
+                         for r in rows.itertuples()) or "none"
+
+    asked = table["hypothesis"].map(questions)
+    beats = table[(asked == "beats") & (table["verdict"] == "supports")]
+    lines = [
+        f"- **+REAL trains like +RE with:** "
+        f"{listed(table[(asked == 'trains') & (table['verdict'] == 'supports')])}.",
+        f"- **+REAL still fails with:** {listed(table[table['verdict'] == 'refutes'])}.",
+        f"- **Beats +RE by more than the noise ({NOISE:g} points):** {listed(beats)}; "
+        f"no gain: {listed(table[table['verdict'] == 'no gain'])}.",
+        "- **Open:** " + ("; ".join(f"{labels[r.hypothesis]} ({r.verdict})" for r in table[
+            table["verdict"].isin(["open (run longer)", "too early", "partly", "not run"])
+        ].itertuples()) or "nothing") + "."]
+    faithful, plain = test_perplexity(results_dir, FAITHFUL), test_perplexity(results_dir, RE)
+    lines += [f"- **{labels[r.hypothesis]}, run in full** (`{r.run_id}`, labelled as that "
+              f"reading, never in Table 1's place): test {r.test_ppl:.2f} against the faithful "
+              f"+REAL's {faithful:.2f} and +RE's {plain:.2f}."
+              for r in table[table["test_ppl"].notna()].itertuples()]
+    return lines
+
+
 def curves(results_dir: str | Path) -> pd.DataFrame:
     """Validation curves of every run the verdict uses, long format: ``run_id``, ``epoch``,
     ``valid_ppl``, ``family`` ("no bias" for the faithful +REAL's changes, "free bias" for
     those with b). Empty when none has run. Raises: ValueError (corrupt metrics file)."""
     root = Path(results_dir)
-    biased = {REAL_BIAS, *RE_BIAS, *(h.run for h in HYPOTHESES if h.baseline == REAL_BIAS)}
-    run_ids = dict.fromkeys(r for h in HYPOTHESES for r in (h.run, h.baseline, *h.reference))
+    biased = {REAL_BIAS, *RE_BIAS, *(r for h in HYPOTHESES if h.baseline == REAL_BIAS
+                                     for r in h.runs)}
+    run_ids = dict.fromkeys(r for h in HYPOTHESES for r in (*h.runs, h.baseline, *h.reference))
     frames = [_curve(root, r).rename("valid_ppl").reset_index().assign(
         run_id=r, family="free bias" if r in biased else "no bias") for r in run_ids]
     frames = [f for f in frames if not f.empty]

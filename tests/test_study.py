@@ -27,7 +27,7 @@ def results(tmp_path):
 
 
 def test_verdict_at_matched_epochs(results):
-    by_run = {h.run: h for h in study.HYPOTHESES}
+    by_run = {h.runs[-1]: h for h in study.HYPOTHESES}  # the short runs
     alpha, frozen, tau40, augbias = (
         "ptb-small-real-seed1-e10-alphadiv35", "ptb-small-real-seed1-e10-frozen",
         "ptb-small-real-seed1-e5-tau40", "ptb-small-real-seed1-e10-bias-augbias")
@@ -59,6 +59,13 @@ def test_verdict_at_matched_epochs(results):
     assert row["verdict"] == "no gain"  # a "beats" question: +REAL with a bias already trains
     row = table.loc[nodetach]
     assert row["outcome"] == "below +RE, within the noise" and row["verdict"] == "open (run longer)"
+    assert math.isnan(row["test_ppl"])  # a validation-only run
+    full = "ptb-small-real-seed1-nodetach-bias"  # the same reading run in full, test measured
+    write_curve(results, full, [190, 141, 126, 114, 107.5])  # epoch 5: +RE-bias 109
+    runs.write_json(results / "runs" / full / "final.json", {"run_id": full, "test_ppl": 95.5})
+    row = study.verdict(results).set_index("hypothesis").loc[
+        "stop-gradient reversed, with a free bias"]  # the longer run counts
+    assert (row["run_id"], row["epoch"], row["test_ppl"]) == (full, 5, 95.5)
     missing = table.loc["ptb-small-real-seed1-e10-frozen"]
     assert missing["verdict"] == "not run" and pd.isna(missing["epoch"])
     assert missing["command"].startswith("lmtie train --corpus ptb --size small --variant real")
@@ -95,3 +102,26 @@ def test_evaluation_rows_from_diagnostics(results):
     path.write_text(json.dumps({"run_id": study.FAITHFUL, "entries": [entry]}))
     row = study.evaluation(results).iloc[0]
     assert (row["chunk_ppl_min"], row["chunk_ppl_max"]) == (80.0, 120.0)
+
+
+def test_conclusion_lists_each_reading_under_its_finding(results):
+    write_curve(results, "ptb-small-real-seed1-e10-alphadiv35", [199, 144, 128, 117, 110, 105])
+    write_curve(results, "ptb-small-real-seed1-e5-tau40", [200, 150, 141, 139])
+    write_curve(results, "ptb-small-real-seed1-e10-bias-augbias", [190, 141, 126, 116, 111])
+    full = "ptb-small-real-seed1-nodetach-bias"
+    write_curve(results, full, [190, 141, 126, 116, 104])  # epoch 5: 104 vs +RE-bias 109
+    runs.write_json(results / "runs" / full / "final.json", {"run_id": full, "test_ppl": 80.25})
+    runs.write_json(results / "runs" / study.FAITHFUL / "final.json", {"test_ppl": 109.07})
+    runs.write_json(results / "runs" / study.RE / "final.json", {"test_ppl": 86.93})
+    lines = study.conclusion(study.verdict(results), results)
+    trains, fails, beats, open_, tested = lines
+    assert trains == ("- **+REAL trains like +RE with:** α/35 (105.00 vs +RE 110.00 at epoch "
+                      "6); a free output bias (108.00 vs +RE 109.00 at epoch 5).")
+    assert fails == "- **+REAL still fails with:** τ = 40 (139.00 vs +RE 120.00 at epoch 4)."
+    assert beats.startswith("- **Beats +RE by more than the noise (3 points):** no stop-gradient, "
+                            "with a bias (104.00 vs +RE 109.00 at epoch 5); no gain: b in ŷ too")
+    assert "ỹ from L frozen each epoch (not run)" in open_ and "seed 2 (not run)" in open_
+    assert tested == ("- **no stop-gradient, with a bias, run in full** "
+                      "(`ptb-small-real-seed1-nodetach-bias`, labelled as that reading, never in "
+                      "Table 1's place): test 80.25 against the faithful +REAL's 109.07 and "
+                      "+RE's 86.93.")
