@@ -14,7 +14,7 @@ import math
 import sys
 from pathlib import Path
 
-from lmtie.config import CORPORA, PRESETS, SIZES, VARIANTS, Config, make_config
+from lmtie.config import CORPORA, PRECISIONS, PRESETS, SIZES, VARIANTS, Config, make_config
 
 # Heavy imports (torch, pandas, papermill) wait for the command that needs them, so that
 # `lmtie --help` answers at once.
@@ -91,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="with an ablation flag, at the full schedule: measure the test set "
                             "once at the end, like a preset run (a reading of the paper run "
                             "in full; its run_id suffix keeps it out of Table 1)")
+    train.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                       help="fp32 (default): the reproduction's; bf16: autocast the matmuls "
+                            "to bf16 (softmax, losses, optimiser in fp32; run_id suffix -bf16)")
     train.add_argument("--suffix", default="",
                        help="run_id suffix (default: derived from the options that depart "
                             "from the preset, e.g. -e1 for --epochs 1)")
@@ -217,7 +220,8 @@ def _train_config(args: argparse.Namespace) -> Config:
     if args.measure_test and (config.epochs < base.epochs or config.max_batches is not None):
         raise ValueError(f"--measure-test needs the full schedule ({base.epochs} epochs, "
                          "whole epochs): drop --epochs/--max-batches")
-    return config.replace(preset=suffix, valid_only=ablation and not args.measure_test)
+    return config.replace(preset=suffix, precision=args.precision,
+                          valid_only=ablation and not args.measure_test)
 
 
 def _check_flags(args: argparse.Namespace) -> None:

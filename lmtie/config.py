@@ -15,6 +15,7 @@ CORPORA = ("ptb", "wikitext-2")
 SIZES = ("small", "medium", "large")
 VARIANTS = ("vd", "al", "re", "real")
 VARIANT_LABELS = {"vd": "VD-LSTM", "al": "+AL", "re": "+RE", "real": "+REAL"}
+PRECISIONS = ("fp32", "bf16")  # lmtie.precision: bf16 = autocast for the matmuls
 
 # Paper: Sec. 6.1 and appendix. Units: embedding = hidden size.
 _SIZE = {
@@ -83,6 +84,7 @@ class Config:
     eval_batch_size: int = 20  # validation batch (Decision E1; 20 as in Zaremba et al.'s code)
     test_batch_size: int = 1  # Decision E1: whole test stream, batch 1, state carried
     preset: str = ""  # suffix of shortened runs, e.g. "smoke" (part of run_id)
+    precision: str = "fp32"  # fp32 | bf16 (training matmuls under autocast; run_id suffix)
 
     def __post_init__(self) -> None:
         if self.output_bias is None:  # Sec. 4: RE has b = 0; a free b is an ablation
@@ -90,6 +92,7 @@ class Config:
         _choice("corpus", self.corpus, CORPORA)
         _choice("size", self.size, SIZES)
         _choice("variant", self.variant, VARIANTS)
+        _choice("precision", self.precision, PRECISIONS)
         positive = ("embedding_dim", "hidden_size", "num_layers", "batch_size", "bptt",
                     "epochs", "eval_batch_size", "test_batch_size")
         for name in positive:
@@ -127,9 +130,11 @@ class Config:
 
     @property
     def run_id(self) -> str:
-        """``{corpus}-{size}-{variant}-seed{seed}`` plus ``-{preset}`` for shortened runs."""
-        base = f"{self.corpus}-{self.size}-{self.variant}-seed{self.seed}"
-        return f"{base}-{self.preset}" if self.preset else base
+        """``{corpus}-{size}-{variant}-seed{seed}``, plus ``-{preset}`` for shortened runs and
+        ``-{precision}`` unless fp32 (a bf16 run never takes an fp32 run's place)."""
+        run_id = f"{self.corpus}-{self.size}-{self.variant}-seed{self.seed}"
+        suffixes = (self.preset, "" if self.precision == "fp32" else self.precision)
+        return "-".join([run_id, *(s for s in suffixes if s)])
 
     @property
     def label(self) -> str:

@@ -2,7 +2,8 @@
 and the checks that keep one run's files and checkpoints from mixing with another's.
 
     fingerprint = sha256 of the canonical JSON of
-                  {"config": Config.to_dict()          every setting of the run,
+                  {"config": Config.to_dict()          every setting of the run (but those
+                                                       added later, at their old value),
                    "math_version": MATH_VERSION,       the training math of this code,
                    "corpus_sha256": {split: sha256}}   the corpus files it reads
     checkpoints   ~/.cache/lmtie/checkpoints/<run_id>-<first 12 hex digits>/{last,best}.pt
@@ -36,6 +37,9 @@ _UNRECORDED_MATH_VERSION = 1  # the math of the files written before fingerprint
 _SHORT = 12  # hex digits of the fingerprint in folder names and messages
 BEST_KEYS = ("config", "epoch", "model")  # in best.pt (beside the fingerprint in new ones)
 LAST_KEYS = (*BEST_KEYS, "optimizer", "generator", "history", "best", "wall_s")  # last.pt
+# Settings added to Config after fingerprints existed, with the value every earlier run had:
+# left out of the fingerprint at that value, so that adding a setting orphans no run.
+_ADDED_SETTINGS = {"precision": "fp32"}
 
 
 def fingerprint(config: Config, corpus_sha256: dict[str, str],
@@ -47,7 +51,9 @@ def fingerprint(config: Config, corpus_sha256: dict[str, str],
         math_version: None: this code's ``MATH_VERSION``.
     """
     math_version = MATH_VERSION if math_version is None else math_version
-    parts = {"config": config.to_dict(), "math_version": math_version,
+    settings = {k: v for k, v in config.to_dict().items()
+                if k not in _ADDED_SETTINGS or v != _ADDED_SETTINGS[k]}
+    parts = {"config": settings, "math_version": math_version,
              "corpus_sha256": corpus_sha256}
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -18,12 +18,14 @@ def augmented_target_log_probs(embedding_weight: Tensor, words: Tensor, tau: flo
         tau: temperature > 0.
 
     Returns:
-        ``(U, V)`` float log-probabilities; row k is log ỹ for target ``words[k]``.
+        ``(U, V)`` log-probabilities in ``embedding_weight``'s dtype (also under autocast);
+        row k is log ỹ for target ``words[k]``.
 
     Paper: eqs. 3.6-3.7 (ỹ_t = softmax(Lᵀ L y*_t / τ)).
     """
     scores = embedding_weight[words] @ embedding_weight.t()  # (U, V): u·l_i for every word i
-    return torch.log_softmax(scores / tau, dim=-1)
+    # in the weights' dtype (fp32) also when autocast ran the matmul in bf16
+    return torch.log_softmax(scores.to(embedding_weight.dtype) / tau, dim=-1)
 
 
 def distinct_targets(targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -77,6 +79,7 @@ def augmented_kl(wh: Tensor, targets: Tensor, embedding_weight: Tensor, tau: flo
     words, index = distinct_targets(targets)
     lt = embedding_weight.detach() if detach_target else embedding_weight
     scores = lt[words] @ (lt.t() / tau)  # (U, V): s = Lᵀ u / τ per distinct target
+    scores = scores.to(lt.dtype)  # fp32 also when autocast ran the matmul in bf16
     tempered = wh / tau  # (N, V): a = W h / τ
     target = torch.softmax(scores, dim=-1).index_select(0, index)  # ỹ
     model = torch.softmax(tempered, dim=-1)  # ŷ
@@ -107,7 +110,8 @@ def lm_loss(wh: Tensor, bias: Tensor | None, targets: Tensor, embedding_weight: 
     """J^tot = J + alpha · J^aug (eq. 3.3) for a ``(T, B)`` segment, as ``LossParts``.
 
     Args:
-        wh: ``(T, B, V)`` float, W h_t without bias (``RNNLM.forward``).
+        wh: ``(T, B, V)`` float32, W h_t without bias (``RNNLM.forward``; under bf16 autocast
+            ``train_step`` casts its bf16 output up first: the losses are fp32).
         bias: ``(V,)`` output bias b, or None (tied: b = 0).
         targets: ``(T, B)`` int64.
         embedding_weight: ``(V, D)`` the Lᵀ that ỹ is built from (eq. 3.7), used only when
@@ -163,6 +167,14 @@ class _FusedLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, wh, bias, targets, target, alpha, tau, scale, stats, aug_bias):
+        # fp32 throughout, also inside a bf16 autocast region (lmtie.precision): autocast
+        # would run vecdot in bf16; wh arrives in fp32 (train_step casts it up)
+        with torch.autocast(wh.device.type, enabled=False):
+            return _FusedLoss._forward(ctx, wh, bias, targets, target, alpha, tau, scale,
+                                       stats, aug_bias)
+
+    @staticmethod
+    def _forward(ctx, wh, bias, targets, target, alpha, tau, scale, stats, aug_bias):
         n = targets.numel()
         rows = torch.arange(n, device=targets.device)
         logits = wh if bias is None else wh + bias

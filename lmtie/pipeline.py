@@ -69,7 +69,8 @@ def default_results_dir(preset: str) -> Path:
 
 
 def config_from_parameters(corpus: str, size: str, variant: str, seed: int = 1,
-                           epochs: int = 0, max_batches: int = 0, suffix: str = "") -> Config:
+                           epochs: int = 0, max_batches: int = 0, suffix: str = "",
+                           precision: str = "fp32") -> Config:
     """The run config of notebook 01's parameters (0 = the size's default / no batch cap).
 
     Raises:
@@ -78,7 +79,8 @@ def config_from_parameters(corpus: str, size: str, variant: str, seed: int = 1,
     overrides: dict[str, Any] = {"epochs": epochs} if epochs else {}
     if max_batches:
         overrides["max_batches"] = max_batches
-    return make_config(corpus, size, variant, seed=seed, preset=suffix, **overrides)
+    return make_config(corpus, size, variant, seed=seed, preset=suffix, precision=precision,
+                       **overrides)
 
 
 def train_parameters(config: Config, **settings: Any) -> dict[str, Any]:
@@ -89,7 +91,8 @@ def train_parameters(config: Config, **settings: Any) -> dict[str, Any]:
     """
     params = {"corpus": config.corpus, "size": config.size, "variant": config.variant,
               "seed": config.seed, "epochs": config.epochs,
-              "max_batches": config.max_batches or 0, "suffix": config.preset}
+              "max_batches": config.max_batches or 0, "suffix": config.preset,
+              "precision": config.precision}
     if config_from_parameters(**params) != config:
         raise ValueError(f"{config.run_id}: its config has settings notebook 01's parameters "
                          "cannot express; train it with `lmtie train` instead")

@@ -24,7 +24,7 @@ _FINAL_KEYS = ("n_params", "epochs_run", "best_epoch", "valid_ppl", "test_ppl", 
 _METRICS_KEYS = ("epoch", "train_ce", "valid_ppl", "subspace_distance")
 _PREDICTION_KEYS = ("phrases", "mean_p_unk", "mean_target_rank")
 _FLAGS = {"seed": "--seed", "epochs": "--epochs", "max_batches": "--max-batches",
-          "preset": "--suffix", "tau": "--tau", "alpha": "--alpha"}
+          "preset": "--suffix", "tau": "--tau", "alpha": "--alpha", "precision": "--precision"}
 _SWITCH_FLAGS = {"output_bias": "--output-bias", "aug_bias": "--aug-bias",
                  "frozen_target": "--frozen-target"}  # ablation switches of `lmtie train`
 _NOT_ABLATIONS = ("seed", "epochs", "max_batches", "preset", "valid_only")  # cf. cli._SCHEDULE

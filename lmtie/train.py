@@ -9,12 +9,13 @@ from __future__ import annotations
 import errno
 import math
 import time
+import warnings
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from lmtie import identity, reference, runs
+from lmtie import identity, precision, reference, runs
 from lmtie.analysis import (
     augmented_target_entropy,
     logit_alignment,
@@ -39,7 +40,9 @@ def train_step(model: RNNLM, optimizer: torch.optim.Optimizer, inputs: torch.Ten
                ) -> tuple[LossParts, State]:
     """One SGD step on a ``(T, B)`` segment: fresh dropout masks, J^tot (Decision T2),
     global-norm clipping at ``config.clip_norm``; returns the loss parts and the new state
-    (detached: truncated BPTT with the state carried to the next segment).
+    (fp32, detached: truncated BPTT with the state carried to the next segment). With
+    ``config.precision == "bf16"`` the forward pass and the loss run under bf16 autocast
+    (``lmtie.precision``); parameters, gradients and the SGD step stay fp32.
 
     Args:
         target_weight: ``(V, D)`` the Lᵀ that ỹ is built from; None: the model's own
@@ -48,10 +51,15 @@ def train_step(model: RNNLM, optimizer: torch.optim.Optimizer, inputs: torch.Ten
     """
     state = (state[0].detach(), state[1].detach())
     masks = model.sample_masks(inputs.shape[1], generator) if config.dropout else None
-    wh, state = model(inputs, state, masks)
-    lt = model.embedding.weight if target_weight is None else target_weight
-    parts = lm_loss(wh, model.bias, targets, lt, alpha=config.alpha, tau=config.tau,
-                    detach_target=config.detach_target, aug_bias=config.aug_bias)
+    with precision.autocast(config.precision, inputs.device):  # bf16: the matmuls only
+        wh, state = model(inputs, state, masks)
+        lt = model.embedding.weight if target_weight is None else target_weight
+        # the softmaxes and losses in fp32: bf16 logits are cast up (a no-op in fp32)
+        dtype = model.embedding.weight.dtype
+        parts = lm_loss(wh.to(dtype), model.bias, targets, lt, alpha=config.alpha,
+                        tau=config.tau, detach_target=config.detach_target,
+                        aug_bias=config.aug_bias)
+    state = (state[0].to(dtype), state[1].to(dtype))  # carried to the next segment in fp32
     optimizer.zero_grad(set_to_none=True)
     parts.objective.backward()
     torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], config.clip_norm)
@@ -148,6 +156,9 @@ def _train(config: Config, fp: str, corpus: Corpus, run_dir: Path, ckpt_dir: Pat
     last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
     if dev.type == "cpu":
         keep_freed_memory()
+    if config.precision == "bf16" and not precision.native_bf16(dev):
+        warnings.warn(f"{config.run_id}: {dev} has no native bf16 (emulated: slower than "
+                      "fp32); train with --precision fp32", stacklevel=2)
     torch.manual_seed(config.seed)
     model = RNNLM(len(corpus.vocab), config).to(dev)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=config.lr)
