@@ -3,12 +3,15 @@
 The reference is the canonical recipe (pytorch/examples word_language_model): fused
 ``nn.LSTM``, ordinary dropout on embeddings/between layers/before the projection, ``Linear``,
 cross-entropy. All models train on the same real PTB batches, timed in one process and
-interleaved (block by block) so that machine load affects them alike. Peak memory is measured
-per model in a short subprocess of its own (``ru_maxrss``).
+interleaved (block by block) so that machine load affects them alike. With ``--precisions
+fp32,bf16`` every model runs in both precisions (``lmtie.precision``; the plain reference with
+its forward pass and loss under the same bf16 autocast), all interleaved in one process. Peak
+memory is measured per model in a short subprocess of its own (``ru_maxrss``; CPU only).
 
-    python benchmarks/throughput.py --corpus ptb --size small [--threads 1]
+    python benchmarks/throughput.py --corpus ptb --size small [--threads 1] [--precisions fp32,bf16]
 
-Writes ``results/benchmarks/<machine>-<corpus>-<size>.json`` and prints a Markdown table.
+Writes ``results/benchmarks/<machine>-<corpus>-<size>[-<precisions>].json`` and prints a
+Markdown table.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmtie import runs, train
-from lmtie.config import VARIANT_LABELS, VARIANTS, make_config
+from lmtie import precision, runs, train
+from lmtie.config import PRECISIONS, VARIANT_LABELS, VARIANTS, make_config
 from lmtie.data import Corpus, batchify, bptt_batches
 from lmtie.model import RNNLM
 
@@ -47,12 +50,16 @@ class PlainLSTMLM(nn.Module):
 
 
 class Runner:
-    """A model, its optimiser and carried state; ``step`` does one training step."""
+    """A model, its optimiser and carried state; ``step`` does one training step in
+    ``precision`` (fp32 | bf16). ``key``: ``name``, plus ``-bf16`` in bf16."""
 
-    def __init__(self, name: str, vocab_size: int, corpus: str, size: str, device) -> None:
+    def __init__(self, name: str, vocab_size: int, corpus: str, size: str, device,
+                 precision: str = "fp32") -> None:
         torch.manual_seed(0)
         self.name = name
-        self.config = make_config(corpus, size, "vd" if name == "plain" else name)
+        self.key = name if precision == "fp32" else f"{name}-{precision}"
+        self.config = make_config(corpus, size, "vd" if name == "plain" else name,
+                                  precision=precision)
         c = self.config
         if name == "plain":
             self.model = PlainLSTMLM(vocab_size, c.hidden_size, c.dropout).to(device)
@@ -70,8 +77,11 @@ class Runner:
                                              self.state, self.config, self.generator)
             return
         state = tuple(s.detach() for s in self.state)
-        logits, self.state = self.model(inputs, state)
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.reshape(-1)) * inputs.shape[0]
+        with precision.autocast(self.config.precision, inputs.device):
+            logits, state = self.model(inputs, state)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(),
+                                   targets.reshape(-1)) * inputs.shape[0]
+        self.state = tuple(s.float() for s in state)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
@@ -84,12 +94,14 @@ def _sync(device) -> None:
 
 
 def time_training(names, batches, vocab_size, args, device) -> dict[str, list[float]]:
-    """ms/step of each model per block, the models interleaved block by block."""
-    runners = [Runner(n, vocab_size, args.corpus, args.size, device) for n in names]
+    """ms/step of each (model, precision) per block, all interleaved block by block; keyed
+    by ``Runner.key``."""
+    runners = [Runner(n, vocab_size, args.corpus, args.size, device, p)
+               for p in args.precisions for n in names]
     for runner in runners:  # warm-up
         for inputs, targets in batches[: args.warmup]:
             runner.step(inputs, targets)
-    times: dict[str, list[float]] = {n: [] for n in names}
+    times: dict[str, list[float]] = {r.key: [] for r in runners}
     for block in range(args.blocks):
         for runner in runners:
             _sync(device)
@@ -97,9 +109,9 @@ def time_training(names, batches, vocab_size, args, device) -> dict[str, list[fl
             for inputs, targets in batches[block * args.steps: (block + 1) * args.steps]:
                 runner.step(inputs, targets)
             _sync(device)
-            times[runner.name].append(1000 * (time.perf_counter() - start) / args.steps)
+            times[runner.key].append(1000 * (time.perf_counter() - start) / args.steps)
         print(f"block {block + 1}/{args.blocks}: " + "  ".join(
-            f"{n} {times[n][-1]:.0f}" for n in names), file=sys.stderr)
+            f"{k} {t[-1]:.0f}" for k, t in times.items()), file=sys.stderr)
     return times
 
 
@@ -112,11 +124,11 @@ def time_test_evaluation(corpus: Corpus, args, device) -> dict[str, float]:
     return {"seconds": seconds, "tokens_per_s": result.n_tokens / seconds}
 
 
-def peak_memory_mb(name: str, args) -> float:
+def peak_memory_mb(name: str, precision_: str, args) -> float:
     """Peak RSS (MiB) of a fresh process while it runs a few training steps of one model."""
     code = "import sys, benchmarks.throughput as b; b.memory_probe(sys.argv[1:])"
     cmd = [sys.executable, "-c", code, name, "--corpus", args.corpus, "--size", args.size,
-           "--threads", str(args.threads)]
+           "--threads", str(args.threads), "--precisions", precision_]
     root = Path(__file__).resolve().parent.parent
     return float(subprocess.run(cmd, cwd=root, check=True, capture_output=True,
                                 text=True).stdout.split()[-1])
@@ -129,7 +141,8 @@ def memory_probe(argv: list[str]) -> None:
     torch.set_num_threads(args.threads)
     train.keep_freed_memory()
     vocab_size = {"ptb": 10_000, "wikitext-2": 33_278}[args.corpus]
-    runner = Runner(name, vocab_size, args.corpus, args.size, torch.device("cpu"))
+    runner = Runner(name, vocab_size, args.corpus, args.size, torch.device("cpu"),
+                    args.precisions[0])
     shape = runner.config.bptt, runner.config.batch_size
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
     for _ in range(5):
@@ -164,6 +177,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--blocks", type=int, default=6, help="timed blocks per model")
     p.add_argument("--steps", type=int, default=10, help="training steps per block")
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--precisions", default=["fp32"], type=lambda v: v.split(","),
+                   help=f"comma-separated, of {', '.join(PRECISIONS)} (default fp32)")
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--machine", default=None, help="label in the output file name")
@@ -196,36 +211,50 @@ def main() -> None:
     names = ["plain", *VARIANTS]
     times = time_training(names, batches, len(corpus.vocab), args, device)
     tokens = config.batch_size * config.bptt
-    plain = statistics.median(times["plain"])
-    vd = statistics.median(times["vd"])
     models = {}
-    for name in names:
-        median = statistics.median(times[name])
-        models[name] = {
-            "label": "plain nn.LSTM reference" if name == "plain" else VARIANT_LABELS[name],
-            "ms_per_step_median": median, "ms_per_step_min": min(times[name]),
-            "ms_per_step_max": max(times[name]), "train_tokens_per_s": 1000 * tokens / median,
-            "ratio_to_plain": median / plain, "ratio_to_vd": median / vd,
-            "peak_memory_mb": peak_memory_mb(name, args) if device.type == "cpu" else None,
-        }
+    for precision_ in args.precisions:
+        suffix = "" if precision_ == "fp32" else f"-{precision_}"
+        plain = statistics.median(times[f"plain{suffix}"])
+        vd = statistics.median(times[f"vd{suffix}"])
+        for name in names:
+            key = f"{name}{suffix}"
+            median = statistics.median(times[key])
+            models[key] = {
+                "label": "plain nn.LSTM reference" if name == "plain" else VARIANT_LABELS[name],
+                "precision": precision_,
+                "ms_per_step_median": median, "ms_per_step_min": min(times[key]),
+                "ms_per_step_max": max(times[key]),
+                "ms_per_step_blocks": times[key],  # in block order: pair with other models
+                "train_tokens_per_s": 1000 * tokens / median,
+                # within the precision; and against the same model in fp32 when measured
+                "ratio_to_plain": median / plain, "ratio_to_vd": median / vd,
+                "ratio_to_fp32": (median / statistics.median(times[name])
+                                  if "fp32" in args.precisions else None),
+                "peak_memory_mb": (peak_memory_mb(name, precision_, args)
+                                   if device.type == "cpu" else None),
+            }
     result = {
         "corpus": args.corpus, "size": args.size, "machine": args.machine or machine_label(),
         "threads": args.threads, "device": str(device), "blocks": args.blocks,
         "steps_per_block": args.steps, "environment": runs.environment(device),
-        "platform": platform.processor(), "models": models,
+        "platform": platform.processor(), "native_bf16": precision.native_bf16(device),
+        "models": models,
         "test_evaluation_batch1": time_test_evaluation(corpus, args, device),
     }
-    out = Path(args.out) / f"{result['machine']}-{args.corpus}-{args.size}.json"
+    tag = "" if args.precisions == ["fp32"] else "-" + "-".join(args.precisions)
+    out = Path(args.out) / f"{result['machine']}-{args.corpus}-{args.size}{tag}.json"
     runs.write_json(out, result)
     if args.profile:
         write_profile(batches, len(corpus.vocab), args, device, out.with_name(
             out.stem + "-profile.txt"))
-    print("| model | ms/step (median, min–max) | train tok/s | × plain | × VD-LSTM | peak MiB |")
-    print("|---|---|---|---|---|---|")
+    print("| model | precision | ms/step (median, min–max) | train tok/s | × plain | × VD-LSTM "
+          "| × fp32 | peak MiB |")
+    print("|---|---|---|---|---|---|---|---|")
     for m in models.values():
-        print(f"| {m['label']} | {m['ms_per_step_median']:.0f} ({m['ms_per_step_min']:.0f}–"
-              f"{m['ms_per_step_max']:.0f}) | {m['train_tokens_per_s']:.0f} | "
-              f"{m['ratio_to_plain']:.2f} | {m['ratio_to_vd']:.2f} | "
+        print(f"| {m['label']} | {m['precision']} | {m['ms_per_step_median']:.0f} "
+              f"({m['ms_per_step_min']:.0f}–{m['ms_per_step_max']:.0f}) | "
+              f"{m['train_tokens_per_s']:.0f} | {m['ratio_to_plain']:.2f} | "
+              f"{m['ratio_to_vd']:.2f} | {m['ratio_to_fp32'] or float('nan'):.2f} | "
               f"{m['peak_memory_mb'] or float('nan'):.0f} |")
     ev = result["test_evaluation_batch1"]
     print(f"\ntest evaluation, batch 1: {ev['seconds']:.1f} s ({ev['tokens_per_s']:.0f} tok/s)")
