@@ -129,8 +129,27 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--seeds", type=_seeds, default=(1,),
                      help="seeds to train, comma-separated, e.g. 1,2,3 (default: 1); the "
                           "report shows every seed found")
+    rep.add_argument("--executor", default="local", choices=("local", "slurm"),
+                     help="local (default): one process per training on this machine; slurm: "
+                          "one SLURM job per training (submitit), requeued from its checkpoint "
+                          "when preempted or out of time")
     rep.add_argument("--jobs", type=int, default=1,
-                     help="trainings run in parallel (default: 1)")
+                     help="local executor: trainings run in parallel (default: 1; on one GPU "
+                          "they share it, on a CPU its cores)")
+    rep.add_argument("--checkpoint-root", default=None,
+                     help="checkpoints go to <root>/<run_id>-<fingerprint>/ (default: "
+                          "~/.cache/lmtie/checkpoints with the local executor, as lmtie train; "
+                          "<results-dir>/checkpoints with slurm, which every node reaches)")
+    slurm = rep.add_argument_group("SLURM (with --executor slurm)")
+    slurm.add_argument("--slurm-partition", default=None)
+    slurm.add_argument("--slurm-account", default=None)
+    slurm.add_argument("--slurm-gpus-per-job", type=int, default=1)
+    slurm.add_argument("--slurm-time-min", type=int, default=24 * 60,
+                       help="time limit of a job (minutes; default a day): the job is requeued "
+                            "and resumes from its last epoch when it runs out")
+    slurm.add_argument("--slurm-opt", action="append", default=[], metavar="KEY=VALUE",
+                       help="any submitit SLURM parameter, e.g. qos=high, cpus_per_task=8, "
+                            "mem_gb=32, constraint=a100 (repeatable)")
     rep.add_argument("--force", action="store_true", help="retrain finished runs")
     rep.add_argument("--report-only", action="store_true",
                      help="train nothing; re-render tables, figures and report.html")
@@ -231,7 +250,7 @@ def _check_flags(args: argparse.Namespace) -> None:
         ValueError: a count below 1, or a ``--tau``/``--alpha`` that is NaN, infinite (also
             a number too large for a float, e.g. 1e400) or out of range.
     """
-    for name in ("threads", "epochs", "max_batches", "jobs", "seeds"):
+    for name in ("threads", "epochs", "max_batches", "jobs", "seeds", "slurm_time_min"):
         value = getattr(args, name, None)  # reproduce --seeds is a tuple of seeds
         values = value if isinstance(value, tuple) else (value,)
         if any(v is not None and v < 1 for v in values):
@@ -298,7 +317,9 @@ def _run(args: argparse.Namespace) -> int:
             pipeline.reproduce(args.preset, seeds=args.seeds, jobs=args.jobs,
                                force=args.force, data_dir=args.data_dir,
                                results_dir=args.results_dir, device=args.device,
-                               report_only=args.report_only)
+                               report_only=args.report_only,
+                               checkpoint_root=args.checkpoint_root, executor=args.executor,
+                               executor_parameters=_executor_parameters(args))
         except pipeline.NotebookError as err:
             raise ValueError(str(err)) from err
     elif args.command == "data":
@@ -321,6 +342,30 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"{label}: beta={point['beta']:g} tau={point['tau']:g} distance "
                       f"{point['mean']:.3f} ± {point['std']:.3f} (n={point['n']})")
     return 0
+
+
+def _executor_parameters(args: argparse.Namespace) -> dict:
+    """submitit parameters of ``lmtie reproduce``'s ``--slurm-*`` options (slurm only).
+
+    Raises:
+        ValueError: ``--slurm-*`` options with the local executor, ``--jobs`` with slurm, or
+            a bad ``--slurm-opt``.
+    """
+    from lmtie import executors
+
+    slurm_given = (args.slurm_partition, args.slurm_account, args.slurm_opt,
+                   args.slurm_gpus_per_job != 1, args.slurm_time_min != 24 * 60)
+    if args.executor == "local":
+        if any(slurm_given):
+            raise ValueError("--slurm-* options need --executor slurm")
+        return {}
+    if args.jobs != 1:
+        raise ValueError("--jobs is for the local executor; with --executor slurm every run "
+                         "is its own job and SLURM's queue decides how many run at once")
+    return executors.slurm_parameters(
+        partition=args.slurm_partition, account=args.slurm_account,
+        gpus_per_job=args.slurm_gpus_per_job, time_min=args.slurm_time_min,
+        options=args.slurm_opt)
 
 
 def _data(args: argparse.Namespace) -> None:

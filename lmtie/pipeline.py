@@ -1,14 +1,16 @@
 """``lmtie reproduce``: papermill over the notebooks, then the HTML report.
 
-    preset_configs(preset, seeds) ─► 01_train.ipynb per unfinished run (``--jobs`` at a time,
-        one console line per epoch) ─► 02_perplexity_tables, 03_subspace_distance,
-        04_qualitative ─► 00_report ─► nbconvert (an offline page: no script, no network)
+    preset_configs(preset, seeds) ─► 01_train.ipynb per unfinished run, one submitit job each
+        (lmtie.executors: local processes, ``--jobs`` at a time, or SLURM jobs; one console
+        line per epoch) ─► 02_perplexity_tables, 03_subspace_distance, 04_qualitative
+        ─► 00_report ─► nbconvert (an offline page: no script, no network)
 
 Everything goes under one results root (``results/``, or ``results/smoke/`` for the smoke
-preset): ``runs/``, ``tables/``, ``figures/``, ``notebooks/`` (the executed copies) and
-``report.html``. Finished runs are skipped; an interrupted run resumes (``fit(resume=True)``).
-The same run files give the same bytes: executed notebooks keep no timestamps and name the
-results root relative to ``notebooks/``.
+preset): ``runs/``, ``tables/``, ``figures/``, ``notebooks/`` (the executed copies),
+``report.html``, and, never committed, ``jobs/<run_id>/`` (submitit's files, the job logs).
+Finished runs are skipped; an interrupted run resumes (``fit(resume=True)``); the report shows
+what finished when some job failed. The same run files give the same bytes: executed
+notebooks keep no timestamps and name the results root relative to ``notebooks/``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import os
 import re
 import tempfile
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import papermill
 from nbconvert import HTMLExporter
 from traitlets.config import Config as KernelConfig
 
-from lmtie import download, identity, runs
+from lmtie import download, executors, identity, runs
 from lmtie.config import Config, make_config, preset_configs
 from lmtie.data import find_split_files, resolve_data_dir, split_sha256
 
@@ -138,13 +139,6 @@ def train_run(config: Config, results_dir: str | Path, *, force: bool = False,
                progress=False, **fit_args)
 
 
-def cpu_cores() -> int:
-    """CPU cores this process may use. Raises: nothing."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def ensure_corpora(corpora: set[str], data_dir: Path) -> None:
     """Download each missing corpus into ``data_dir`` first, saying so.
 
@@ -239,76 +233,13 @@ def render_html(notebook: Path, html: Path) -> None:
     runs.atomic_write_text(html, body)
 
 
-def train_all(configs: list[Config], notebook: Path, executed: Path, settings: dict[str, Any],
-              checkpoint_dirs: dict[str, Path], *, jobs: int = 1,
-              kernel_name: str = KERNEL_NAME) -> None:
-    """Run ``notebook`` (01_train) once per config, ``jobs`` at a time, each with
-    ``max(1, cores // jobs)`` torch threads; executed copies go to
-    ``executed/01_train-<run_id>.ipynb``.
-
-    Args:
-        settings: notebook parameters shared by every run (results_dir, data_dir, device...).
-        checkpoint_dirs: run_id -> the run's checkpoint folder.
-
-    Raises:
-        NotebookError: a training failed; trainings already running finish first, no new
-            one starts.
-    """
-    workers = min(jobs, len(configs))  # a lone last run gets every core
-    threads = max(1, cpu_cores() // workers)
-    print(f"training {len(configs)} run(s), {workers} at a time, {threads} torch thread(s) "
-          "each", flush=True)
-
-    def train(config: Config) -> float:
-        params = train_parameters(config, **settings, threads=threads,
-                                  checkpoint_dir=str(checkpoint_dirs[config.run_id]))
-        return run_notebook(notebook, executed / f"01_train-{config.run_id}.ipynb", params,
-                            kernel_name=kernel_name, label=f"01_train {config.run_id}")
-
-    runs_root = Path(settings["results_dir"], "runs")
-    if not runs_root.is_absolute():  # relative to the notebooks' folder, where they run
-        runs_root = notebook.parent / runs_root
-    seen = {c.run_id: _epochs_done(runs_root / c.run_id) for c in configs}
-    with ThreadPoolExecutor(workers) as pool:  # threads only wait: kernels are processes
-        pending = {pool.submit(train, c) for c in configs}
-        try:
-            while pending:
-                done, pending = wait(pending, timeout=2, return_when=FIRST_COMPLETED)
-                for config in configs:
-                    _report_epochs(config, runs_root / config.run_id, seen)
-                for future in done:
-                    future.result()
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-
-
-def _epochs_done(run_dir: Path) -> int:
-    """Epochs in ``run_dir``'s ``metrics.jsonl`` (0 without one)."""
-    try:
-        return len(runs.read_jsonl(run_dir / "metrics.jsonl"))
-    except (FileNotFoundError, ValueError):
-        return 0
-
-
-def _report_epochs(config: Config, run_dir: Path, seen: dict[str, int]) -> None:
-    """Print one line per epoch that ``config``'s run completed since the last look."""
-    try:
-        rows = runs.read_jsonl(run_dir / "metrics.jsonl")
-    except (FileNotFoundError, ValueError):  # not started yet
-        return
-    for row in rows[seen[config.run_id]:]:
-        print(f"[01_train {config.run_id}] epoch {row['epoch']} of {config.epochs}: "
-              f"validation perplexity {row['valid_ppl']:.2f} ({row['elapsed_s']:.0f} s)",
-              flush=True)
-    seen[config.run_id] = len(rows)
-
-
 def reproduce(preset: str, *, seeds: tuple[int, ...] = (1,), jobs: int = 1,
               force: bool = False, data_dir: str | Path | None = None,
               results_dir: str | Path | None = None, checkpoint_root: str | Path | None = None,
               device: str = "auto", notebooks_dir: str | Path | None = None,
-              kernel_name: str = KERNEL_NAME, report_only: bool = False) -> Path:
+              kernel_name: str = KERNEL_NAME, report_only: bool = False,
+              executor: str = "local", executor_parameters: dict[str, Any] | None = None
+              ) -> Path:
     """Train the runs of ``preset`` for each of ``seeds`` through notebook 01, run the
     analysis notebooks and render ``<results_dir>/report.html``; returns its path. The report
     shows every seed of the preset found under ``<results_dir>/runs/``.
@@ -316,25 +247,32 @@ def reproduce(preset: str, *, seeds: tuple[int, ...] = (1,), jobs: int = 1,
     Args:
         preset: ``smoke`` | ``cpu`` | ``paper`` (:func:`lmtie.config.preset_configs`).
         seeds: the seeds to train (finished runs are skipped).
-        jobs: trainings run in parallel; each gets ``max(1, cores // jobs)`` torch threads.
+        jobs: local executor: trainings run in parallel (on a GPU they share it); each gets
+            ``max(1, cores // jobs)`` torch threads.
         force: retrain finished runs from scratch (deletes their files and checkpoints).
         data_dir: corpora (default ``$LMTIE_DATA_DIR``, else ``./data``); missing ones are
             downloaded first.
         results_dir: the results root (runs under ``runs/``); default
             :func:`default_results_dir` (``results/smoke`` or ``results``).
         checkpoint_root: checkpoints go to ``<checkpoint_root>/<run_id>-<fingerprint>/``
-            (default ``~/.cache/lmtie/checkpoints``, outside the git tree;
-            :func:`lmtie.identity.checkpoint_dir_for`).
+            (:func:`lmtie.identity.checkpoint_dir_for`); default
+            :func:`lmtie.executors.checkpoint_root`: the home cache for local jobs,
+            ``<results_dir>/checkpoints`` for SLURM jobs.
         device: ``auto`` | ``cpu`` | ``cuda`` for the trainings.
         notebooks_dir: where the notebooks are (default: the repository's ``notebooks/``).
         kernel_name: Jupyter kernel that papermill starts.
         report_only: train nothing; re-render tables, figures and the report from the run
             files already in ``<results_dir>/runs/``.
+        executor: ``local`` | ``slurm`` (:mod:`lmtie.executors`); job logs and submitit's
+            files go to ``<results_dir>/jobs/<run_id>/``.
+        executor_parameters: submitit parameters (:func:`lmtie.executors.slurm_parameters`).
 
     Raises:
-        ValueError: unknown preset, a seed below 1, ``jobs < 1``, a corrupt ``config.json``.
+        ValueError: unknown preset or executor, a seed below 1, ``jobs < 1``, a corrupt
+            ``config.json``, a SLURM submission refused.
         FileNotFoundError: a notebook is missing (``lmtie`` not installed from a checkout).
-        NotebookError: a notebook failed (names it and the cell; the executed copy is kept).
+        NotebookError: a notebook failed (names it and the cell; the executed copy is kept);
+            for trainings, after the report of the runs that finished is rendered.
         lmtie.download.DownloadError: a corpus is missing and cannot be downloaded.
     """
     start = time.perf_counter()
@@ -355,17 +293,27 @@ def reproduce(preset: str, *, seeds: tuple[int, ...] = (1,), jobs: int = 1,
         else:
             print(f"[01_train {config.run_id}] skipped: finished "
                   f"({out / 'runs' / config.run_id / 'final.json'})", flush=True)
+    failed = []
     if todo:
         data_root = resolve_data_dir(data_dir)
         ensure_corpora({c.corpus for c in todo}, data_root)
-        settings = {"results_dir": from_notebooks, "data_dir": str(data_root),
-                    "device": device, "force": force}
-        root = Path(checkpoint_root or runs.DEFAULT_CHECKPOINT_ROOT).expanduser().resolve()
+        root = executors.checkpoint_root(executor, out, checkpoint_root)
         shas = {corpus: split_sha256(corpus, data_root) for corpus in {c.corpus for c in todo}}
-        folders = {c.run_id: identity.checkpoint_dir_for(
-            c, identity.fingerprint(c, shas[c.corpus]), root) for c in todo}
-        train_all(todo, source / TRAIN_NOTEBOOK, out / "notebooks", settings, folders,
-                  jobs=jobs, kernel_name=kernel_name)
+        trainings = {c.run_id: train_parameters(
+            c, results_dir=from_notebooks, data_dir=str(data_root), device=device, force=force,
+            checkpoint_dir=str(identity.checkpoint_dir_for(
+                c, identity.fingerprint(c, shas[c.corpus]), root))) for c in todo}
+        failed = executors.train_all(trainings, source / TRAIN_NOTEBOOK, out / "notebooks",
+                                     out / "jobs", executor=executor, jobs=jobs,
+                                     parameters=executor_parameters or {},
+                                     kernel_name=kernel_name, reattach=not force)
+    if failed and not any(is_finished(out / "runs" / c.run_id, c) for c in configs):
+        raise NotebookError(f"no run of the {preset} preset has finished; failed: "
+                            f"{', '.join(failed)} (their errors and job logs are above)")
+    if failed:
+        print(f"reproduce --preset {preset}: {len(failed)} run(s) missing from the report "
+              f"(failed: {', '.join(failed)}); rendering it with the runs that finished",
+              flush=True)
     for name in (*ANALYSIS_NOTEBOOKS, REPORT_NOTEBOOK):
         run_notebook(source / name, out / "notebooks" / name,
                      {"results_dir": from_notebooks, "preset": preset},
@@ -374,4 +322,8 @@ def reproduce(preset: str, *, seeds: tuple[int, ...] = (1,), jobs: int = 1,
     render_html(out / "notebooks" / REPORT_NOTEBOOK, html)
     print(f"reproduce --preset {preset}: done in {time.perf_counter() - start:.0f} s; "
           f"report: {html}", flush=True)
+    if failed:
+        raise NotebookError(f"{len(failed)} training(s) failed: {', '.join(failed)} (errors "
+                            f"and job logs above; the report shows the others: {html}); run "
+                            "the same command again to retry them")
     return html
