@@ -86,7 +86,7 @@ def test_bf16_autocast_runs_the_matmuls_in_bf16():
         wh, (h, c) = model(inputs, state, masks)  # LSTM (oneDNN on the CPU) and projection
         plain, _ = model(inputs, state)  # evaluation's fused nn.LSTM path too
         log_target = loss.augmented_target_log_probs(model.embedding.weight, inputs[0], 20.0)
-    assert wh.dtype == plain.dtype == h.dtype == torch.bfloat16
+    assert wh.dtype == plain.dtype == h.dtype == c.dtype == torch.bfloat16
     assert log_target.dtype == torch.float32  # ỹ's matmul in bf16, its softmax in fp32
     with precision.autocast("fp32", CPU):
         assert model(inputs, state, masks)[0].dtype == torch.float32
