@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,7 @@ def _option_value(text: str) -> int | float | str:
 
 def slurm_parameters(*, partition: str | None = None, account: str | None = None,
                      gpus_per_job: int = 1, time_min: int = 24 * 60,
-                     options: list[str] = ()) -> dict[str, Any]:
+                     options: Sequence[str] = ()) -> dict[str, Any]:
     """submitit ``AutoExecutor.update_parameters`` keywords for the SLURM jobs.
 
     Args:
@@ -142,20 +143,32 @@ class _Scheduler:
                            if kind == "local" else parameters)
 
     def start(self, run_id: str, job: TrainingJob) -> submitit.Job:
+        """Submit ``job`` for ``run_id`` and record it in ``jobs_root/<run_id>/job.json``; or,
+        with ``reattach``, return the run's earlier SLURM job when sacct says it is still
+        pending or running (a job sacct does not know is submitted again).
+
+        Raises:
+            ValueError: the submission was refused (sbatch's message: a partition, account or
+                option the cluster does not accept).
+        """
         folder = self.jobs_root / run_id
         record = folder / "job.json"
-        if self.reattach and self.kind == "slurm" and record.is_file():
-            previous = runs.read_json(record)
+        previous = runs.read_json(record) if record.is_file() else {}
+        if self.reattach and self.kind == "slurm" and previous.get("executor") == "slurm":
             found = submitit.SlurmJob(folder=folder, job_id=str(previous["job_id"]))
             state = found.get_info(mode="force").get("State", "UNKNOWN").split()[0]
-            if previous["executor"] == "slurm" and state in _ACTIVE:
+            if state in _ACTIVE:
                 print(f"[01_train {run_id}] {state.lower()} as SLURM job {found.job_id}: "
                       "waiting for it (not submitted again)", flush=True)
                 return found
         executor = submitit.AutoExecutor(folder, cluster=self.kind,
                                          **{f"{self.kind}_max_num_timeout": MAX_REQUEUES})
         executor.update_parameters(name=run_id, **self.parameters)
-        submitted = executor.submit(job)
+        try:
+            submitted = executor.submit(job)
+        except submitit.core.utils.FailedJobError as err:
+            raise ValueError(f"{run_id}: the {self.kind} executor refused the job: {err}; "
+                             "check the --slurm-* options") from err
         runs.write_json(record, {"executor": self.kind, "job_id": submitted.job_id,
                                  "run_id": run_id, "log": str(submitted.paths.stdout)})
         print(f"[01_train {run_id}] submitted: {self.kind} job {submitted.job_id} "
@@ -241,7 +254,8 @@ def train_all(trainings: dict[str, dict[str, Any]], notebook: Path, executed: Pa
         The run_ids whose job failed.
 
     Raises:
-        ValueError: unknown executor.
+        ValueError: unknown executor, a submission refused (jobs submitted before it keep
+            running; a second ``reproduce`` waits for them).
         KeyboardInterrupt: local jobs are cancelled first; SLURM jobs keep running (a second
             ``reproduce`` waits for them).
     """

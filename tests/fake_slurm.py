@@ -3,7 +3,8 @@
 ``python fake_slurm.py sbatch SCRIPT`` records its arguments and the batch script in
 ``$FAKE_SLURM_DIR/sbatch.jsonl``, prints ``Submitted batch job N`` and runs the script in the
 background on this machine with the variables SLURM sets (job N, one task), keeping the job's
-state (RUNNING, then COMPLETED or FAILED) in ``$FAKE_SLURM_DIR/N.state``; ``srun`` runs its
+state (RUNNING, then COMPLETED or FAILED) in ``$FAKE_SLURM_DIR/N.state``, or refuses the job
+with ``$FAKE_SLURM_REFUSE`` as its error when that is set; ``srun`` runs its
 command with ``--output``/``--error`` as log files; ``sacct -j N ...`` reports the states in
 ``--parsable2`` form; ``scancel N`` records it. Job ids start at ``$FAKE_SLURM_FIRST_ID``.
 """
@@ -19,6 +20,8 @@ STATE = Path(os.environ["FAKE_SLURM_DIR"])
 
 
 def sbatch(argv: list[str]) -> None:
+    if os.environ.get("FAKE_SLURM_REFUSE"):
+        sys.exit(f"sbatch: error: {os.environ['FAKE_SLURM_REFUSE']}")
     script = Path(argv[-1]).read_text()
     job_id = str(int(os.environ["FAKE_SLURM_FIRST_ID"]) + len(list(STATE.glob("*.state"))))
     with (STATE / "sbatch.jsonl").open("a") as log:

@@ -149,6 +149,17 @@ def test_a_second_reproduce_waits_for_a_slurm_job_still_running(tmp_path, fake_s
     assert submissions(fake_slurm) == []
 
 
+def test_a_refused_submission_says_why(tmp_path, fake_slurm, monkeypatch):
+    monkeypatch.setenv("FAKE_SLURM_REFUSE", "invalid partition specified: gpux")
+    job = executors.TrainingJob(Path("01_train.ipynb"), tmp_path / "01_train-run-a.ipynb", {},
+                                "python3", {})
+    scheduler = executors._Scheduler("slurm", tmp_path / "jobs", {"slurm_partition": "gpux"},
+                                     reattach=True)
+    with pytest.raises(ValueError, match=r"refused the job: .*invalid partition specified"):
+        scheduler.start("run-a", job)
+    assert submissions(fake_slurm) == []
+
+
 def test_failure_summary_names_the_notebook_error():
     trace = ("Traceback ...\nlmtie.pipeline.NotebookError: notebook 01_train.ipynb (01_train x) "
              "failed in cell 3 ['run_dir = fit(']: ValueError: bad\nexecuted notebook with "
