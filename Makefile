@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup test smoke reproduce report bench lint lab
+.PHONY: setup test smoke reproduce report bench bf16-curves gpu-check lint lab
 setup: $(STAMP)
 
 # Quiet: setuptools' notice about editable installs (a UserWarning box) says nothing here.
@@ -31,6 +31,15 @@ report: setup  ## re-render results/report.html from the committed run files
 
 bench: setup  ## throughput of the four variants against a plain PyTorch LSTM LM
 	$(BIN)/python benchmarks/throughput.py --corpus ptb --size small
+
+bf16-curves: setup  ## 10-epoch VD-LSTM and +REAL in bf16, beside the fp32 runs (~80 CPU-min)
+	$(BIN)/lmtie train --variant vd --epochs 10 --precision bf16 --threads 1 --quiet --resume & \
+	$(BIN)/lmtie train --variant real --epochs 10 --precision bf16 --threads 1 --quiet --resume & \
+	wait
+	$(BIN)/lmtie reproduce --preset cpu --report-only
+
+gpu-check: setup  ## the CUDA path on a GPU (<= 8 min): tests, throughput, --jobs, a campaign
+	benchmarks/gpu_check.sh
 
 lab: setup  ## open the notebooks in JupyterLab (installs it into .venv)
 	$(BIN)/python -m pip install --quiet -e '.[lab]'
