@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from bs4 import BeautifulSoup
 
-from lmtie import download, pipeline, reference, runs, tables
+from lmtie import download, identity, pipeline, reference, runs, tables
 from lmtie.config import preset_configs
+from lmtie.data import split_sha256
 
 
 @pytest.mark.parametrize("preset", ["smoke", "cpu", "paper"])
@@ -115,6 +116,14 @@ def test_smoke_pipeline_end_to_end_on_real_ptb(smoke, data_dir, capsys):
     configs = preset_configs("smoke")
     assert smoke.report == out / "report.html"
     html = smoke.report
+
+    sha = split_sha256("ptb", data_dir)
+    for config in configs:  # one local submitit job per run, its log beside the results
+        record = runs.read_json(out / "jobs" / config.run_id / "job.json")
+        assert record["executor"] == "local" and Path(record["log"]).is_file()
+        fingerprint = identity.fingerprint(config, sha)  # the run's keyed checkpoint folder
+        assert (identity.checkpoint_dir_for(config, fingerprint, checkpoints) / "last.pt"
+                ).is_file()
 
     executed = sorted((out / "notebooks").glob("*.ipynb"))
     assert [p.name for p in executed] == sorted(
