@@ -143,8 +143,8 @@ def _parser() -> argparse.ArgumentParser:
     slurm = rep.add_argument_group("SLURM (with --executor slurm)")
     slurm.add_argument("--slurm-partition", default=None)
     slurm.add_argument("--slurm-account", default=None)
-    slurm.add_argument("--slurm-gpus-per-job", type=int, default=1)
-    slurm.add_argument("--slurm-time-min", type=int, default=24 * 60,
+    slurm.add_argument("--slurm-gpus-per-job", type=int, default=None, help="default: 1")
+    slurm.add_argument("--slurm-time-min", type=int, default=None,
                        help="time limit of a job (minutes; default a day): the job is requeued "
                             "and resumes from its last epoch when it runs out")
     slurm.add_argument("--slurm-opt", action="append", default=[], metavar="KEY=VALUE",
@@ -311,15 +311,19 @@ def _run(args: argparse.Namespace) -> int:
                          checkpoint_dir=args.checkpoint_dir, device=args.device)
         print(json.dumps(entry, indent=2))
     elif args.command == "reproduce":
-        from lmtie import pipeline  # papermill and nbconvert only when reproducing
+        from lmtie import executors, pipeline  # papermill, submitit only when reproducing
 
+        parameters = executors.command_line_parameters(
+            args.executor, jobs=args.jobs, partition=args.slurm_partition,
+            account=args.slurm_account, gpus_per_job=args.slurm_gpus_per_job,
+            time_min=args.slurm_time_min, options=args.slurm_opt)
         try:
             pipeline.reproduce(args.preset, seeds=args.seeds, jobs=args.jobs,
                                force=args.force, data_dir=args.data_dir,
                                results_dir=args.results_dir, device=args.device,
                                report_only=args.report_only,
                                checkpoint_root=args.checkpoint_root, executor=args.executor,
-                               executor_parameters=_executor_parameters(args))
+                               executor_parameters=parameters)
         except pipeline.NotebookError as err:
             raise ValueError(str(err)) from err
     elif args.command == "data":
@@ -342,30 +346,6 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"{label}: beta={point['beta']:g} tau={point['tau']:g} distance "
                       f"{point['mean']:.3f} ± {point['std']:.3f} (n={point['n']})")
     return 0
-
-
-def _executor_parameters(args: argparse.Namespace) -> dict:
-    """submitit parameters of ``lmtie reproduce``'s ``--slurm-*`` options (slurm only).
-
-    Raises:
-        ValueError: ``--slurm-*`` options with the local executor, ``--jobs`` with slurm, or
-            a bad ``--slurm-opt``.
-    """
-    from lmtie import executors
-
-    slurm_given = (args.slurm_partition, args.slurm_account, args.slurm_opt,
-                   args.slurm_gpus_per_job != 1, args.slurm_time_min != 24 * 60)
-    if args.executor == "local":
-        if any(slurm_given):
-            raise ValueError("--slurm-* options need --executor slurm")
-        return {}
-    if args.jobs != 1:
-        raise ValueError("--jobs is for the local executor; with --executor slurm every run "
-                         "is its own job and SLURM's queue decides how many run at once")
-    return executors.slurm_parameters(
-        partition=args.slurm_partition, account=args.slurm_account,
-        gpus_per_job=args.slurm_gpus_per_job, time_min=args.slurm_time_min,
-        options=args.slurm_opt)
 
 
 def _data(args: argparse.Namespace) -> None:

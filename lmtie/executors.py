@@ -121,6 +121,31 @@ def slurm_parameters(*, partition: str | None = None, account: str | None = None
     return {k: v for k, v in params.items() if v is not None}
 
 
+def command_line_parameters(executor: str, *, jobs: int = 1, partition: str | None = None,
+                            account: str | None = None, gpus_per_job: int | None = None,
+                            time_min: int | None = None, options: Sequence[str] = ()
+                            ) -> dict[str, Any]:
+    """submitit parameters of ``lmtie reproduce``'s ``--executor``, ``--jobs`` and
+    ``--slurm-*`` options (None: not given): ``{}`` for local jobs, :func:`slurm_parameters`
+    (its defaults for what is not given) for SLURM jobs.
+
+    Raises:
+        ValueError: a SLURM option with the local executor, ``jobs`` other than 1 with slurm,
+            or a bad ``--slurm-opt`` (:func:`slurm_parameters`).
+    """
+    given = {k: v for k, v in (("partition", partition), ("account", account),
+                               ("gpus_per_job", gpus_per_job), ("time_min", time_min))
+             if v is not None}
+    if executor == "local":
+        if given or options:
+            raise ValueError("--slurm-* options need --executor slurm")
+        return {}
+    if jobs != 1:
+        raise ValueError("--jobs is for the local executor; with --executor slurm every run "
+                         "is its own job and SLURM's queue decides how many run at once")
+    return slurm_parameters(**given, options=options)
+
+
 def _failure(error: Exception) -> str:
     """The lines of a failed job's error worth printing: the NotebookError's message (names
     the notebook, the cell and the executed copy), else the trace's last line."""

@@ -19,7 +19,7 @@ import pytest
 import submitit
 
 from lmtie import data, executors, identity, pipeline, runs, train
-from lmtie.cli import _executor_parameters, _parser, main
+from lmtie.cli import _parser, main
 from lmtie.config import make_config
 
 TIME_KEYS = {"tokens_per_s", "elapsed_s", "wall_s"}
@@ -115,18 +115,20 @@ def test_checkpoints_go_to_the_home_cache_locally_and_beside_the_results_on_slur
 
 
 def test_command_line_options_of_the_executors(capsys):
-    def parameters(*flags):
-        return _executor_parameters(_parser().parse_args(["reproduce", *flags]))
-
-    assert parameters() == {}
-    assert parameters("--executor", "slurm", "--slurm-partition", "gpu", "--slurm-opt",
-                      "qos=high")["slurm_qos"] == "high"
-    with pytest.raises(ValueError, match="need --executor slurm"):
-        parameters("--slurm-partition", "gpu")
-    with pytest.raises(ValueError, match="--jobs is for the local executor"):
-        parameters("--executor", "slurm", "--jobs", "4")
-    assert main(["reproduce", "--executor", "slurm", "--slurm-time-min", "0"]) == 2
-    assert "--slurm-time-min must be at least 1" in capsys.readouterr().err
+    assert executors.command_line_parameters("local") == {}
+    assert executors.command_line_parameters(
+        "slurm", partition="gpu", options=["qos=high"]) == executors.slurm_parameters(
+        partition="gpu", options=["qos=high"])
+    for flags, message in ((["--slurm-partition", "gpu"], "need --executor slurm"),
+                           (["--slurm-opt", "qos=high"], "need --executor slurm"),
+                           (["--executor", "slurm", "--jobs", "4"],
+                            "--jobs is for the local executor"),
+                           (["--executor", "slurm", "--slurm-time-min", "0"],
+                            "--slurm-time-min must be at least 1")):
+        assert main(["reproduce", *flags]) == 2  # refused before anything runs
+        assert message in capsys.readouterr().err
+    args = _parser().parse_args(["reproduce", "--checkpoint-root", "/shared/ckpt"])
+    assert args.checkpoint_root == "/shared/ckpt"
 
 
 def test_a_requeued_job_resumes_and_never_forces(tmp_path):
