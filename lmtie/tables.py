@@ -113,7 +113,7 @@ def table1(run_table: pd.DataFrame) -> pd.DataFrame:
 
 GAP_TOLERANCE = 3.0  # test perplexity points from the paper's that count as reproduced
 _CHANGES = {"seed": "seed {}", "tau": "τ {:g}", "alpha": "α {:.3g}", "epochs": "{} epochs",
-            "max_batches": "{} batches an epoch"}
+            "max_batches": "{} batches an epoch", "precision": "{} matmuls"}
 _SWITCHES = {"detach_target": "no stop-gradient on ỹ", "output_bias": "free output bias",
              "aug_bias": "bias in ŷ too", "frozen_target": "ỹ frozen each epoch"}
 

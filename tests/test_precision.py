@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmtie import identity, loss, precision, report, train
+from lmtie import identity, loss, precision, report, tables, train
 from lmtie.cli import _parser, _train_config
 from lmtie.config import make_config
 from lmtie.loss import lm_loss
@@ -42,6 +42,9 @@ def test_bf16_runs_are_named_apart_and_are_no_ablation():
     assert cli_config.run_id == "ptb-small-real-seed1-e10-bf16"
     assert not cli_config.valid_only  # a numerics setting, not a change of model or loss
     assert report.train_command(cli_config).endswith("--epochs 10 --suffix e10 --precision bf16")
+    # beside its fp32 base in the report's ablations table
+    assert tables.describe_change(cli_config, make_config("ptb", "small", "real")) == (
+        "10 epochs, bf16 matmuls")
 
 
 def test_fp32_runs_keep_the_fingerprint_they_had_before_precision_existed():
