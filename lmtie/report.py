@@ -27,7 +27,7 @@ _FLAGS = {"seed": "--seed", "epochs": "--epochs", "max_batches": "--max-batches"
           "preset": "--suffix", "tau": "--tau", "alpha": "--alpha", "precision": "--precision"}
 _SWITCH_FLAGS = {"output_bias": "--output-bias", "aug_bias": "--aug-bias",
                  "frozen_target": "--frozen-target"}  # ablation switches of `lmtie train`
-_NOT_ABLATIONS = ("seed", "epochs", "max_batches", "preset", "valid_only")  # cf. cli._SCHEDULE
+_NOT_ABLATIONS = ("seed", "epochs", "max_batches", "preset", "valid_only", "precision")
 # predictions.json, over the test stream (the last two from 2026-12-03 on)
 MASS_KEYS = ("mean_p_unk", "mean_target_rank", "mean_p_articles", "mean_p_neighbours")
 ALIGNMENT_KEYS = ("logit_std", "target_logit_std", "logit_target_corr")  # analysis.logit_alignment

@@ -133,6 +133,10 @@ def test_train_command_round_trips_through_the_cli_for_every_preset():
     argv = report.train_command(measured).split()[1:]
     assert argv[-1] == "--measure-test"
     assert cli._train_config(cli._parser().parse_args(argv)) == measured
+    for bf16 in (make_config("ptb", "small", "real", precision="bf16"),  # a speed option
+                 measured.replace(precision="bf16")):
+        argv = report.train_command(bf16).split()[1:]
+        assert cli._train_config(cli._parser().parse_args(argv)) == bf16
     shortened = make_config("ptb", "small", "real", epochs=5, preset="e5")  # not an ablation
     assert cli._train_config(cli._parser().parse_args(
         report.train_command(shortened).split()[1:])) == shortened
