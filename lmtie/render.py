@@ -267,11 +267,12 @@ def real_study_section(results_dir: str | Path) -> list[HTML | Markdown | Styler
         shown = shown.drop(columns="test (run in full)")
     shown["command (not run yet)"] = shown["command (not run yet)"].where(
         verdict["verdict"] == "not run", "")
+    evaluation = report.read_table(results_dir, "real_evaluation")
     parts: list[HTML | Markdown | Styler] = [
-        Markdown("\n".join(study.conclusion(verdict, results_dir))), styled(shown),
+        Markdown("\n".join(study.conclusion(verdict, evaluation, results_dir))),
+        styled(shown),
         embed(Path(results_dir) / "figures" / "real_study.png",
               "The +REAL study: validation curves")]
-    evaluation = report.read_table(results_dir, "real_evaluation")
     if not evaluation.empty:
         chunks = [f"{lo:.0f}–{hi:.0f}" if pd.notna(lo) else "" for lo, hi in zip(
             evaluation.pop("chunk_ppl_min"), evaluation.pop("chunk_ppl_max"), strict=True)]

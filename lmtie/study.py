@@ -20,10 +20,12 @@ from pathlib import Path
 import pandas as pd
 
 from lmtie import runs
+from lmtie.config import Config, make_config
 from lmtie.report import read_metrics
 
 FAITHFUL = "ptb-small-real-seed1"  # +REAL as we read the paper (40 epochs)
 RE = "ptb-small-re-seed1"
+SEEDS = ("ptb-small-real-seed2",)  # the faithful +REAL at other seeds (full schedule)
 RE_BIAS = ("ptb-small-re-seed1-e25-bias", "ptb-small-re-seed1-bias")  # the longer one is used
 REAL_BIAS = "ptb-small-real-seed1-bias"
 # Perplexity points within which two runs count as the same: the spread of one setting over
@@ -111,11 +113,19 @@ def _longest(results_dir: Path, run_ids: tuple[str, ...]) -> tuple[str, pd.Serie
 
 
 def test_perplexity(results_dir: str | Path, run_id: str) -> float:
-    """The test perplexity in ``run_id``'s ``final.json``; NaN while it trains and for a
-    validation-only run. Raises: ValueError (corrupt file)."""
-    path = Path(results_dir) / "runs" / run_id / "final.json"
-    test = runs.read_json(path).get("test_ppl") if path.is_file() else None
-    return math.nan if test is None else float(test)
+    """The test perplexity in ``run_id``'s ``final.json`` when the run went the full schedule
+    of its size; NaN while it trains, for a validation-only run and for a shortened one (a
+    5-epoch run of another seed measures the test set too, but is no reading run in full).
+    Raises: ValueError (a corrupt run file)."""
+    run_dir = Path(results_dir) / "runs" / run_id
+    if not (run_dir / "final.json").is_file():
+        return math.nan
+    config = Config.from_dict(runs.read_json(run_dir / "config.json"))
+    full = make_config(config.corpus, config.size, config.variant)
+    test = runs.read_json(run_dir / "final.json").get("test_ppl")
+    if test is None or config.epochs < full.epochs or config.max_batches is not None:
+        return math.nan
+    return float(test)
 
 
 def _outcome(valid: float, baseline: float, reference: float) -> str:
@@ -183,11 +193,13 @@ def verdict(results_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
 
 
-def conclusion(table: pd.DataFrame, results_dir: str | Path) -> list[str]:
-    """The study's conclusion as Markdown bullets, from a :func:`verdict` table: the readings
-    under which +REAL trains, those that leave it failing, whether any beats +RE, what is
-    open, and the test perplexity of each reading run in full beside the faithful +REAL's
-    and +RE's (from their ``final.json``). Raises: ValueError (a corrupt run file)."""
+def conclusion(table: pd.DataFrame, diagnosed: pd.DataFrame, results_dir: str | Path
+               ) -> list[str]:
+    """The study's conclusion as Markdown bullets, from a :func:`verdict` table and an
+    :func:`evaluation` table: the readings under which +REAL trains, those that leave it
+    failing, whether any beats +RE, what is open, the test perplexity of each reading run in
+    full beside the faithful +REAL's and +RE's, and the valid/test ratios with the most the
+    evaluation batch moved a diagnosed checkpoint. Raises: ValueError (a corrupt run file)."""
     labels = {h.name: h.label for h in HYPOTHESES}
     questions = {h.name: h.question for h in HYPOTHESES}
 
@@ -212,7 +224,25 @@ def conclusion(table: pd.DataFrame, results_dir: str | Path) -> list[str]:
               f"reading, never in Table 1's place): test {r.test_ppl:.2f} against the faithful "
               f"+REAL's {faithful:.2f} and +RE's {plain:.2f}."
               for r in table[table["test_ppl"].notna()].itertuples()]
+    ratios = {r: _valid_over_test(results_dir, r) for r in (FAITHFUL, *SEEDS, RE)}
+    ratios = {r: v for r, v in ratios.items() if not math.isnan(v)}
+    if ratios and not diagnosed.empty:
+        batch = (diagnosed["batch20_over_batch1"] - 1).abs().max()
+        lines.append("- **Valid (batch 20) / test (batch 1) at the best epoch:** " + ", ".join(
+            f"{r.removeprefix('ptb-small-')} {v:.2f}" for r, v in ratios.items())
+            + f"; on the same checkpoint batch 20 and batch 1 differ by at most "
+            f"{100 * batch:.2f} % ({len(diagnosed)} diagnosed), so the batch does not make it.")
     return lines
+
+
+def _valid_over_test(results_dir: str | Path, run_id: str) -> float:
+    """Validation over test perplexity at the best epoch of a finished run with a test number
+    (``final.json``); NaN otherwise. Raises: ValueError (a corrupt file)."""
+    path = Path(results_dir) / "runs" / run_id / "final.json"
+    final = runs.read_json(path) if path.is_file() else {}
+    if final.get("test_ppl") is None:
+        return math.nan
+    return final["valid_ppl"] / final["test_ppl"]
 
 
 def curves(results_dir: str | Path) -> pd.DataFrame:

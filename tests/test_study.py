@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from lmtie import runs, study
+from lmtie.config import make_config
 
 
 def write_curve(root, run_id, valid, test_batch=None):
@@ -14,6 +15,16 @@ def write_curve(root, run_id, valid, test_batch=None):
              **({"valid_ppl_test_batch": test_batch[e - 1]} if test_batch else {})}
             for e, v in enumerate(valid, 1)]
     runs.write_jsonl(root / "runs" / run_id / "metrics.jsonl", rows)
+
+
+def write_run(root, run_id, test_ppl, valid_ppl=100.0, **settings):
+    """config.json and final.json of a finished run (its settings parsed from run_id)."""
+    _, _, variant, seed, *_ = run_id.split("-")
+    config = make_config("ptb", "small", variant, seed=int(seed.removeprefix("seed")),
+                         **settings)
+    runs.write_json(root / "runs" / run_id / "config.json", config.to_dict())
+    runs.write_json(root / "runs" / run_id / "final.json",
+                    {"run_id": run_id, "valid_ppl": valid_ppl, "test_ppl": test_ppl})
 
 
 @pytest.fixture
@@ -62,7 +73,7 @@ def test_verdict_at_matched_epochs(results):
     assert math.isnan(row["test_ppl"])  # a validation-only run
     full = "ptb-small-real-seed1-nodetach-bias"  # the same reading run in full, test measured
     write_curve(results, full, [190, 141, 126, 114, 107.5])  # epoch 5: +RE-bias 109
-    runs.write_json(results / "runs" / full / "final.json", {"run_id": full, "test_ppl": 95.5})
+    write_run(results, full, 95.5)
     row = study.verdict(results).set_index("hypothesis").loc[
         "stop-gradient reversed, with a free bias"]  # the longer run counts
     assert (row["run_id"], row["epoch"], row["test_ppl"]) == (full, 5, 95.5)
@@ -110,18 +121,43 @@ def test_conclusion_lists_each_reading_under_its_finding(results):
     write_curve(results, "ptb-small-real-seed1-e10-bias-augbias", [190, 141, 126, 116, 111])
     full = "ptb-small-real-seed1-nodetach-bias"
     write_curve(results, full, [190, 141, 126, 116, 104])  # epoch 5: 104 vs +RE-bias 109
-    runs.write_json(results / "runs" / full / "final.json", {"run_id": full, "test_ppl": 80.25})
-    runs.write_json(results / "runs" / study.FAITHFUL / "final.json", {"test_ppl": 109.07})
-    runs.write_json(results / "runs" / study.RE / "final.json", {"test_ppl": 86.93})
-    lines = study.conclusion(study.verdict(results), results)
-    trains, fails, beats, open_, tested = lines
+    write_run(results, full, 80.25)
+    write_run(results, study.FAITHFUL, 109.07)
+    write_run(results, study.RE, 86.93)
+    short = "ptb-small-real-seed2-e5"  # shortened, not an ablation: it measured the test set
+    write_curve(results, short, [200, 151, 142, 140, 139])
+    write_run(results, short, 133.07, epochs=5)
+    lines = study.conclusion(study.verdict(results), study.evaluation(results), results)
+    trains, fails, beats, open_, tested = lines  # nothing diagnosed: no line on the ratio
     assert trains == ("- **+REAL trains like +RE with:** α/35 (105.00 vs +RE 110.00 at epoch "
                       "6); a free output bias (108.00 vs +RE 109.00 at epoch 5).")
-    assert fails == "- **+REAL still fails with:** τ = 40 (139.00 vs +RE 120.00 at epoch 4)."
+    assert fails == ("- **+REAL still fails with:** τ = 40 (139.00 vs +RE 120.00 at epoch 4); "
+                     "seed 2 (139.00 vs +RE 115.00 at epoch 5).")
     assert beats.startswith("- **Beats +RE by more than the noise (3 points):** no stop-gradient, "
                             "with a bias (104.00 vs +RE 109.00 at epoch 5); no gain: b in ŷ too")
-    assert "ỹ from L frozen each epoch (not run)" in open_ and "seed 2 (not run)" in open_
+    assert "ỹ from L frozen each epoch (not run)" in open_
     assert tested == ("- **no stop-gradient, with a bias, run in full** "
                       "(`ptb-small-real-seed1-nodetach-bias`, labelled as that reading, never in "
                       "Table 1's place): test 80.25 against the faithful +REAL's 109.07 and "
                       "+RE's 86.93.")
+
+
+def test_conclusion_states_the_valid_over_test_ratios_and_the_batch(results):
+    for run_id, (valid, test) in {study.FAITHFUL: (129.56, 109.07),
+                                  study.SEEDS[0]: (125.35, 107.22),
+                                  study.RE: (91.7101, 86.9254)}.items():
+        write_run(results, run_id, test, valid)
+    for run_id, batch20 in ((study.FAITHFUL, 100.2), (study.RE, 99.9)):
+        entry = {"epoch": 10, "checkpoint": "last",
+                 "valid_ppl_by_batch": {"1": 100.0, "10": 100.0, "20": batch20},
+                 "valid_ppl_state_reset": 120.0,
+                 "batch1": {"best_temperature": 1.0, "perplexity_by_temperature": {"1": 100.0},
+                            "rank": {"median": 9.0, "share_top10": 0.5},
+                            "tail": {"nll_share_worst0.01": 0.03},
+                            "calibration": {"mean_confidence": 0.3, "top1_accuracy": 0.2}}}
+        runs.write_json(results / "runs" / run_id / "diagnostics.json",
+                        {"run_id": run_id, "entries": [entry]})
+    line = study.conclusion(study.verdict(results), study.evaluation(results), results)[-1]
+    assert line == ("- **Valid (batch 20) / test (batch 1) at the best epoch:** real-seed1 1.19, "
+                    "real-seed2 1.17, re-seed1 1.06; on the same checkpoint batch 20 and batch "
+                    "1 differ by at most 0.20 % (2 diagnosed), so the batch does not make it.")
