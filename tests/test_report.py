@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from IPython.display import HTML, Markdown
+from PIL import Image as PILImage
 
 from lmtie import cli, figures, reference, render, report, runs, subspace, tables
 from lmtie.config import Config, make_config, preset_configs
@@ -270,6 +271,8 @@ def test_decisions_and_figure1_section(tmp_path):
     assert isinstance(images, HTML) and images.data.count("<img") == 2
     assert 'alt="Figure 1b"' in images.data and base64.b64encode(png.data).decode() in images.data
     assert 'style="width: 576px; max-width: 100%"' in images.data  # 6 in at 96 CSS px an inch
+    with PILImage.open(tmp_path / "figures" / "figure1a.png") as saved:  # 256 colours: small
+        assert saved.mode == "P" and round(saved.info["dpi"][0]) == figures.DPI
     os.link(tmp_path / "figures" / "figure1a.png", tmp_path / "figures" / "figure1b_epochs.png")
     assert 'alt="Figure 1b over training"' in render.figure1(tmp_path)[0].data
     os.link(tmp_path / "figures" / "figure1a.png", tmp_path / "figures" / "figure1_convergence.png")
