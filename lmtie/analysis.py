@@ -131,30 +131,6 @@ def augmented_target_entropy(embedding_weight: Tensor, targets: Tensor, tau: flo
                               lambda probs: torch.special.entr(probs).sum(-1))  # −Σ p log p
 
 
-def augmented_target_mass(embedding_weight: Tensor, targets: Tensor, words: Tensor,
-                          tau: float) -> float:
-    """Mean probability that the augmented target ỹ_t = softmax(Lᵀ u_t / τ) puts on ``words``,
-    over the target words ``targets``; ``len(words) / V`` when ỹ is uniform. With ``words`` the
-    most frequent words it shows whether ỹ carries similarity or word frequency: a tied model
-    without a bias must hold the unigram prior in L itself.
-
-    Args:
-        embedding_weight: ``(V, D)`` float, Lᵀ. targets: ``(N,)`` int64 word ids.
-        words: ``(K,)`` int64 distinct word ids. tau: > 0.
-
-    Returns:
-        float in [0, 1], the mean over the N tokens.
-
-    Raises:
-        ValueError: ``tau <= 0`` or no targets.
-
-    Paper: eqs. 3.6-3.7 (our addition, a diagnostic of Sec. 3's ỹ).
-    """
-    words = words.to(embedding_weight.device)
-    return _mean_over_targets(embedding_weight, targets, tau,
-                              lambda probs: probs[:, words].sum(-1))
-
-
 @torch.no_grad()
 def _mean_over_targets(embedding_weight: Tensor, targets: Tensor, tau: float,
                        statistic: Callable[[Tensor], Tensor]) -> float:

@@ -29,12 +29,12 @@ from pathlib import Path
 
 import torch
 
-CORPORA = ("ptb", "wikitext-2")
+from lmtie.config import CORPORA
+
 SPLITS = ("train", "valid", "test")
 EOS = "<eos>"
 UNK = "<unk>"
 DATA_DIR_ENV = "LMTIE_DATA_DIR"
-_CORRUPT = "\nThe files are corrupt or another version; "  # download.py strips the hint after it
 
 # Accepted file names per corpus, in order of preference (one layout must be complete).
 LAYOUTS = {"ptb": ("ptb.{split}.txt",), "wikitext-2": ("{split}.txt", "wiki.{split}.tokens")}
@@ -160,8 +160,7 @@ def _verify(corpus: str, data_dir: Path, paths: dict[str, Path], shas: dict[str,
         problems.append(f"{paths['train']}: vocabulary size expected {expected['vocab_size']}, "
                         f"got {vocab_size}")
     if problems:
-        raise ValueError(f"{corpus} failed its integrity check:\n  " + "\n  ".join(problems)
-                         + _CORRUPT + _fix_hint(corpus, data_dir))
+        raise CorpusCheckError(corpus, problems, _fix_hint(corpus, data_dir))
     summary: dict = {"corpus": corpus, "data_dir": str(data_dir), "vocab_size": vocab_size}
     for split in SPLITS:
         summary[split] = {"path": str(paths[split]), "tokens": len(tokens[split]),
@@ -169,13 +168,25 @@ def _verify(corpus: str, data_dir: Path, paths: dict[str, Path], shas: dict[str,
     return summary
 
 
+class CorpusCheckError(ValueError):
+    """A corpus failed its integrity check. ``problems``: one line per mismatch (file,
+    expected, actual); ``fix``: how to get a good copy. :mod:`lmtie.download` reports the
+    problems of an archive it just unpacked without the fix, which names its temp folder."""
+
+    def __init__(self, corpus: str, problems: list[str], fix: str) -> None:
+        self.corpus, self.problems, self.fix = corpus, problems, fix
+        super().__init__(f"{corpus} failed its integrity check:\n  " + "\n  ".join(problems)
+                         + f"\nThe files are corrupt or another version; {fix}")
+
+
 def check_corpus(corpus: str, data_dir: Path) -> dict:
     """Verify every split: sha256 where known, always token counts and train vocabulary size.
 
     Returns ``{"corpus", "data_dir", "vocab_size", "train"|"valid"|"test": {"path", "tokens",
-    "sha256"}}`` (str/int values, JSON-ready). Raises: ValueError for an unknown corpus or any
-    mismatch (names the file, expected and actual value); FileNotFoundError as
-    :func:`find_split_files`. Paper: §5 data sets (PTB 10k vocabulary, WikiText-2 33,278).
+    "sha256"}}`` (str/int values, JSON-ready). Raises: ValueError for an unknown corpus;
+    :class:`CorpusCheckError` (a ValueError) for any mismatch (names the file, expected and
+    actual value); FileNotFoundError as :func:`find_split_files`. Paper: §5 data sets (PTB 10k
+    vocabulary, WikiText-2 33,278).
     """
     paths = find_split_files(corpus, data_dir)
     shas, tokens = _read_splits(paths)
@@ -211,13 +222,6 @@ class Vocabulary:
             unknown = list(dict.fromkeys(w for w in words if w not in stoi))
             raise ValueError(f"{len(unknown)} word(s) not in the vocabulary, e.g. {unknown[:5]}; "
                              f"replace them with {UNK!r}") from None
-
-    def decode(self, ids: Iterable[int] | torch.Tensor) -> list[str]:
-        """Words of ``ids`` (ints or an integer tensor of any shape, flattened).
-        Raises: IndexError for an id outside ``[0, V)``."""
-        if isinstance(ids, torch.Tensor):
-            ids = ids.reshape(-1).tolist()
-        return [self.itos[i] for i in ids]
 
 
 class Corpus:

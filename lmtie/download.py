@@ -23,6 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from lmtie import data
+from lmtie.config import CORPORA
 
 URLS = {
     "ptb": "http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz",
@@ -117,8 +118,8 @@ def download_corpus(corpus: str, dest: str | Path, url: str | None = None,
     archive; files fail :func:`lmtie.data.check_corpus`); DownloadError (a RuntimeError:
     network/HTTP failure, with how to download by hand). Paper: §5 data sets.
     """
-    if corpus not in data.CORPORA:
-        raise ValueError(f"unknown corpus {corpus!r}; choose one of {', '.join(data.CORPORA)}")
+    if corpus not in CORPORA:
+        raise ValueError(f"unknown corpus {corpus!r}; choose one of {', '.join(CORPORA)}")
     dest = Path(dest).expanduser().resolve()
     target = dest / corpus
     if target.exists():
@@ -146,10 +147,11 @@ def download_corpus(corpus: str, dest: str | Path, url: str | None = None,
             path.rename(stage / path.name)
         try:
             data.check_corpus(corpus, stage.parent)
-        except ValueError as err:
-            problems = str(err).split(data._CORRUPT)[0]  # its fix hint names the temp folder
+        except data.CorpusCheckError as err:  # its fix names the temp folder: left out
+            problems = "\n  ".join(err.problems)
             raise ValueError(f"the archive from {url} failed verification; nothing was "
-                             f"installed at {target}.\n{problems}") from err
+                             f"installed at {target}.\n{corpus} failed its integrity check:"
+                             f"\n  {problems}") from err
         stage.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

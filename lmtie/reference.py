@@ -7,8 +7,6 @@ phrases; the paper prints the first words of each list, which is all we keep.
 
 from __future__ import annotations
 
-PAPER = "Inan, Khosravi & Socher, ICLR 2017 (arXiv:1611.01462)"
-
 # (corpus, size, variant) -> (valid perplexity, test perplexity, source)
 TABLE1: dict[tuple[str, str, str], tuple[float, float, str]] = {}
 _PTB = {  # v1 Table 1
@@ -61,7 +59,6 @@ PHRASES: list[dict] = [
         "real": [("<unk>", 0.09), ("health", 0.08), ("development", 0.04)],
     },
 ]
-PHRASES_SOURCE = "v1 Table 3 (large models; the paper prints only the first words of each list)"
 
 # Sec. 6.2, Figure 1 (read off the figure): tau = 10.
 FIGURE1 = {"beta0_tau10": 1.0, "beta1_tau10": 0.06}

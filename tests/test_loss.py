@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from lmtie import loss
-from lmtie.analysis import alignment_sums, augmented_target_entropy, augmented_target_mass
+from lmtie.analysis import alignment_sums, augmented_target_entropy
 from lmtie.loss import augmented_kl, lm_loss
 
 
@@ -75,22 +75,6 @@ def test_target_entropy_against_hand_cases(batch):
         sum(naive) / len(naive), rel=1e-5)
     with pytest.raises(ValueError, match="tau"):
         augmented_target_entropy(emb, targets, 0.0)
-
-
-def test_target_mass_against_hand_cases(batch):
-    _, targets, emb = batch
-    words = torch.tensor([0, 5, 7])
-    assert augmented_target_mass(torch.zeros_like(emb), targets, words, 2.0) == pytest.approx(
-        3 / 30)  # ỹ uniform over V = 30 words
-    # one-hot word vectors of norm r: ỹ puts e^{r²/τ} on the target, 1 on each other word
-    r2, tau = 4.0, 2.0
-    z = math.exp(r2 / tau) + 29
-    hits = torch.isin(targets, words).double()
-    expected = (hits * (math.exp(r2 / tau) + 2) / z + (1 - hits) * 3 / z).mean().item()
-    onehot = math.sqrt(r2) * torch.eye(30)
-    assert augmented_target_mass(onehot, targets, words, tau) == pytest.approx(expected)
-    with pytest.raises(ValueError, match="tau"):
-        augmented_target_mass(emb, targets, words, 0.0)
 
 
 def test_augmented_kl_nonnegative_and_zero_at_target(batch):
