@@ -1,4 +1,8 @@
-"""Analyses of trained models: subspace distance between Lᵀ and W, next-word predictions."""
+"""Analyses of trained models: subspace distance between Lᵀ and W, ỹ's entropy, how W h
+follows Lᵀu, where the probability goes, next-word predictions; and the one place that says
+which of them a run records: :func:`epoch_numbers` (each ``metrics.jsonl`` row) and
+:func:`test_statistics` (``test_statistics.json``). Adding a number: a function here, its call
+in one of those two, and its field in :mod:`lmtie.schema`."""
 
 from __future__ import annotations
 
@@ -11,10 +15,15 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
-from lmtie.data import Vocabulary
-from lmtie.evaluation import eval_mode, stream_logits
+from lmtie import reference
+from lmtie.config import Config
+from lmtie.data import Corpus, Vocabulary, batchify
+from lmtie.evaluation import EvalResult, eval_mode, evaluate, stream_logits
 from lmtie.loss import augmented_target_log_probs
 from lmtie.model import RNNLM
+from lmtie.schema import TestStatistics
+
+NEIGHBOURS = 10  # test statistics: mass on the target's nearest words in L
 
 
 def _float64(x: Tensor | np.ndarray) -> np.ndarray:
@@ -290,3 +299,45 @@ def top_k_predictions(model: RNNLM, vocab: Vocabulary, context: str, k: int = 10
     probs = next_word_distribution(model, vocab, context)
     top = torch.topk(probs, k)
     return [(vocab.itos[i], float(p)) for p, i in zip(top.values, top.indices, strict=True)]
+
+
+def epoch_numbers(model: RNNLM, corpus: Corpus, config: Config) -> dict[str, float | None]:
+    """What each ``metrics.jsonl`` row records beside the training losses and the validation
+    perplexity (:class:`lmtie.schema.EpochRow`): ``valid_ppl_test_batch`` (the test
+    protocol's batch, Decision E1, on the validation stream: valid/test ratios then compare
+    like with like), ``subspace_distance`` (Lᵀ, W; None when tied) and ``target_entropy``
+    (ỹ at ``config.tau`` over the validation targets, nats; log V: no word similarity)."""
+    return {
+        "valid_ppl_test_batch": evaluate(model, batchify(corpus.valid, config.test_batch_size),
+                                         config.bptt).perplexity,
+        "subspace_distance": None if config.tied else subspace_distance(
+            model.embedding.weight, model.projection.weight),
+        "target_entropy": augmented_target_entropy(model.embedding.weight, corpus.valid[1:],
+                                                   config.tau),
+    }
+
+
+def test_statistics(model: RNNLM, corpus: Corpus, config: Config, test: EvalResult,
+                    best_epoch: int) -> TestStatistics:
+    """The best checkpoint's :class:`lmtie.schema.TestStatistics`, from ``test`` (its
+    :func:`lmtie.evaluation.evaluate` over the test stream with ``unk_id``) and further
+    passes over the test stream. Paper: Sec. 4, 6.4; eqs. 3.6-3.7."""
+    articles = torch.tensor([i for w, i in corpus.vocab.stoi.items() if w in ("a", "an", "the")])
+    mass = prediction_mass(model, batchify(corpus.test, config.test_batch_size), config.bptt,
+                           words=articles,
+                           neighbours=nearest_neighbours(model.embedding.weight, NEIGHBOURS))
+    phrases = [{"context": p["context"], "target": p["target"],
+                "top10": top_k_predictions(model, corpus.vocab, p["context"], 10)}
+               for p in reference.PHRASES if config.corpus == "ptb"]  # PTB test phrases
+    return TestStatistics(
+        run_id=config.run_id, best_epoch=best_epoch, phrases=phrases,
+        mean_p_unk=test.mean_p_unk, mean_target_rank=test.mean_target_rank,
+        n_tokens=test.n_tokens,
+        target_entropy=augmented_target_entropy(model.embedding.weight, corpus.test[1:],
+                                                config.tau),
+        uniform_entropy=math.log(len(corpus.vocab)),  # ỹ's ceiling: uniform
+        # Sec. 4: how closely W h follows Lᵀu over the test set (batch eval_batch_size)
+        **logit_alignment(model, batchify(corpus.test, config.eval_batch_size), config.bptt),
+        # Sec. 6.4: mass on a/an/the and on the target's nearest words in the run's L
+        mean_p_articles=mass["mean_p_words"], mean_p_neighbours=mass["mean_p_neighbours"],
+        neighbours_k=NEIGHBOURS)

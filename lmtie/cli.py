@@ -179,7 +179,7 @@ def _parser() -> argparse.ArgumentParser:
                          "convergence: beta = 1, tau = 10 for 100 epochs, its own CSV")
     sp.add_argument("--seeds", type=int, default=3, help="runs per point (seeds 1..N)")
     sp.add_argument("--results-dir", default="results",
-                    help="results root: writes subspace/runs.csv and figures/figure1{a,b}.png "
+                    help="results root: writes subspace/runs.jsonl and figures/figure1{a,b}.png "
                          "under it (default: results)")
     sp.add_argument("--epochs", type=int, default=None,
                     help="epochs of every run (default: 20; 100 for --sweep convergence)")
@@ -190,7 +190,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--jobs", type=int, default=1,
                     help="runs trained in parallel, one process each (default 1)")
     sp.add_argument("--plot-only", action="store_true",
-                    help="train nothing; draw the figures from subspace/runs.csv as it is")
+                    help="train nothing; draw the figures from subspace/runs.jsonl as it is")
     sp.add_argument("--data-dir", default=None,
                     help="corpora folder (default: $LMTIE_DATA_DIR, else ./data)")
     sp.add_argument("--quiet", action="store_true", help="no line per finished run")
@@ -329,19 +329,19 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "data":
         _data(args)
     elif args.command == "subspace":
-        from lmtie import subspace
+        from lmtie import figure1, figures_spans, report, schema
 
-        epochs = subspace.default_epochs(args.sweep) if args.epochs is None else args.epochs
-        setup = subspace.SubspaceSetup(epochs=epochs)
+        epochs = figure1.default_epochs(args.sweep) if args.epochs is None else args.epochs
+        setup = figure1.Figure1Setup(epochs=epochs)
         if args.plot_only:
-            rows = subspace.read_rows(subspace.csv_path(args.results_dir, args.sweep))
-            subspace.draw_figures(rows, args.results_dir, args.sweep)
+            rows = schema.read_figure1_rows(schema.figure1_path(args.results_dir, args.sweep))
         else:
-            rows = subspace.run_experiment(args.sweep, args.seeds, args.results_dir, setup,
-                                           args.device, args.data_dir, progress=not args.quiet,
-                                           jobs=args.jobs)
+            rows = figure1.run_experiment(args.sweep, args.seeds, args.results_dir, setup,
+                                          args.device, args.data_dir, progress=not args.quiet,
+                                          jobs=args.jobs)
+        figures_spans.draw_figure1(rows, args.results_dir, args.sweep)
         for name in ("a", "b") if args.sweep == "both" else (args.sweep,):
-            for point in subspace.summarise(rows, name):
+            for point in report.figure1_summary(rows, name):
                 label = name if name == "convergence" else f"figure 1{name}"
                 print(f"{label}: beta={point['beta']:g} tau={point['tau']:g} distance "
                       f"{point['mean']:.3f} ± {point['std']:.3f} (n={point['n']})")

@@ -7,6 +7,8 @@ import ctypes.util
 
 import torch
 
+DEVICES = ("auto", "cpu", "cuda")  # what --device accepts
+
 
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` → CUDA when available, else CPU; ``cpu``; ``cuda``.
@@ -14,7 +16,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     Raises:
         ValueError: unknown name, or ``cuda`` without a CUDA device.
     """
-    if device not in ("auto", "cpu", "cuda"):
+    if device not in DEVICES:
         raise ValueError(f"unknown device {device!r}; choose auto, cpu or cuda")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda but no CUDA device is visible; use --device cpu")
@@ -39,3 +41,16 @@ def keep_freed_memory() -> None:
         m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
         mallopt(m_mmap_threshold, 1 << 30)
         mallopt(m_trim_threshold, 1 << 31)
+
+
+def prepare_device(device: str = "auto") -> torch.device:
+    """:func:`resolve_device`, with glibc told to keep freed memory on the CPU
+    (:func:`keep_freed_memory`): the machine set up for a training run.
+
+    Raises:
+        ValueError: as :func:`resolve_device`.
+    """
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        keep_freed_memory()
+    return dev

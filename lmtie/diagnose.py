@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmtie import identity, runs
+from lmtie import identity, runs, schema
 from lmtie.config import Config
 from lmtie.data import Corpus, batchify
 from lmtie.device import resolve_device
@@ -153,19 +153,19 @@ def diagnose(run_dir: str | Path, *, checkpoint: str = "last", data_dir: str | P
     path = Path(checkpoint_dir).expanduser() / f"{checkpoint}.pt"
     ckpt = identity.load_own(path, config, fp, corpus.sha256, identity.BEST_KEYS)
     model = RNNLM(len(corpus.vocab), config).to(resolve_device(device))
-    model.load_state_dict(ckpt["model"])
-    entry: dict[str, Any] = {"epoch": ckpt["epoch"], "checkpoint": checkpoint}
-    entry["valid_ppl_by_batch"] = {
-        str(b): evaluate(model, batchify(corpus.valid, b), config.bptt).perplexity
-        for b in BATCH_SIZES}
+    runs.load_state(model, ckpt["model"], path)
+    by_batch = {str(b): evaluate(model, batchify(corpus.valid, b), config.bptt).perplexity
+                for b in BATCH_SIZES}
     one = batchify(corpus.valid, 1)
     reset = sum(evaluate(model, one[start:start + config.bptt + 1], config.bptt).nll
                 for start in range(0, one.shape[0] - 1, config.bptt))
-    entry["valid_ppl_state_reset"] = math.exp(reset / (one.shape[0] - 1))
     counts = np.bincount(corpus.train.numpy(), minlength=len(corpus.vocab))
-    entry["batch1"] = summarise(token_losses(model, one, config.bptt), counts)
-    path = run_dir / "diagnostics.json"
-    stored = runs.read_json(path) if path.is_file() else {"run_id": config.run_id, "entries": []}
-    entries = [e for e in stored["entries"] if e["epoch"] != entry["epoch"]] + [entry]
-    runs.write_json(path, {**stored, "entries": sorted(entries, key=lambda e: e["epoch"])})
-    return entry
+    entry = schema.DiagnosticsEntry(
+        epoch=ckpt["epoch"], checkpoint=checkpoint, valid_ppl_by_batch=by_batch,
+        valid_ppl_state_reset=math.exp(reset / (one.shape[0] - 1)),
+        batch1=summarise(token_losses(model, one, config.bptt), counts))
+    stored = schema.read_diagnostics(run_dir, config.run_id)
+    entries = [e for e in stored.entries if e.epoch != entry.epoch] + [entry]
+    schema.write_diagnostics(run_dir, schema.Diagnostics(
+        stored.run_id, sorted(entries, key=lambda e: e.epoch)))
+    return entry.to_dict()

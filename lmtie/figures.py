@@ -1,5 +1,8 @@
 """The report's figures, from the frames of :mod:`lmtie.report` and :mod:`lmtie.tables`, as
-matplotlib ``Figure`` objects (no pyplot state), and how they reach the page.
+matplotlib ``Figure`` objects (no pyplot state), and how they reach the page: the style
+(``styled``), the one save (``save_figure``), ``embed`` and ``show``, and the perplexity
+figures. The figures of J^aug and of span(Lᵀ) vs span(W), Figure 1 among them, are
+:mod:`lmtie.figures_spans`, in the same style.
 
 Every figure is at most ``PAGE_WIDTH_IN`` wide and is shown at its own size (``embed``: one
 inch of figure = 96 CSS px), so a text of ``s`` points reads as ``s`` points on the page; no
@@ -15,7 +18,6 @@ import html
 import io
 import math
 import re
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,12 +43,12 @@ STYLES = {  # per variant: colour, line style and marker (grey-scale keeps the l
     label: {"color": _PALETTE[i], "linestyle": ls, "marker": marker}
     for i, (label, ls, marker) in enumerate(zip(VARIANT_LABELS.values(), ("-", "--", "-.", ":"),
                                                 ("o", "s", "^", "D"), strict=True))}
-_ABLATION_STYLES = [{"color": _PALETTE[i], "linestyle": ls, "marker": m}  # beside black, grey
+ABLATION_STYLES = [{"color": _PALETTE[i], "linestyle": ls, "marker": m}  # beside black, grey
                     for i, ls, m in ((0, "--", "v"), (1, "-.", "P"), (2, ":", "X"))]
-PER_PANEL = len(_ABLATION_STYLES)  # ablations per panel: with the base and VD-LSTM, five lines
+PER_PANEL = len(ABLATION_STYLES)  # ablations per panel: with the base and VD-LSTM, five lines
 
 
-def _styled(plot: Callable) -> Callable:
+def styled(plot: Callable) -> Callable:
     """Draw ``plot`` with the report's font sizes."""
     @functools.wraps(plot)
     def wrapper(*args, **kwargs):
@@ -64,12 +66,12 @@ def seed_of(run_id: str) -> int:
     return int(found.group(1))
 
 
-def _integer_epochs(ax) -> None:
+def integer_epochs(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
 
 
-@_styled
+@styled
 def plot_learning_curve(metrics: pd.DataFrame, title: str) -> Figure:
     """Train (with dropout) and validation perplexity of one run over epochs, log scale.
 
@@ -84,7 +86,7 @@ def plot_learning_curve(metrics: pd.DataFrame, title: str) -> Figure:
     ax.plot(metrics["epoch"], metrics["train_ppl"], marker="o", label="train (with dropout)")
     ax.plot(metrics["epoch"], metrics["valid_ppl"], marker="s", ls="--", label="valid")
     ax.set(title=title, xlabel="epoch", ylabel="perplexity", yscale="log")
-    _integer_epochs(ax)
+    integer_epochs(ax)
     ax.legend()
     return fig
 
@@ -113,7 +115,7 @@ def _seed_curves(cell: pd.DataFrame) -> list[tuple[str, pd.DataFrame, str]]:
     return curves
 
 
-@_styled
+@styled
 def plot_valid_curves(metrics: pd.DataFrame) -> Figure | None:
     """The paper's Figure 2: validation perplexity per epoch of each variant, mean over the
     finished seeds with their min–max band, one row per corpus and size: every epoch (log
@@ -164,7 +166,7 @@ def plot_valid_curves(metrics: pd.DataFrame) -> Figure | None:
                  xlim=(start - 0.3, last + 1), ylim=(low, high))
         for ax in (full, zoom):
             ax.set(xlabel="epoch", ylabel="validation perplexity")
-            _integer_epochs(ax)
+            integer_epochs(ax)
             ax.legend(loc="upper right")
     fig.suptitle("Validation perplexity per epoch (the paper's Figure 2)")
     return fig
@@ -204,11 +206,11 @@ def _perplexity_panel(ax, low: float, **settings) -> None:
     legend below a panel of validation curves; ``settings`` go to ``ax.set``."""
     ax.set(xlabel="epoch", ylabel="validation perplexity", ylim=(0.95 * low, 1.6 * low),
            **settings)
-    _integer_epochs(ax)
+    integer_epochs(ax)
     ax.legend(fontsize=MIN_FONT_PT, loc="upper center", bbox_to_anchor=(0.5, -0.16))
 
 
-@_styled
+@styled
 def plot_ablations(metrics: pd.DataFrame, table: pd.DataFrame) -> Figure | None:
     """Validation perplexity per epoch of the ablation runs, panels of at most
     ``PER_PANEL`` ablations (:func:`ablation_panels`) beside their base run (solid black)
@@ -236,7 +238,7 @@ def plot_ablations(metrics: pd.DataFrame, table: pd.DataFrame) -> Figure | None:
         lines += [(vd_id, "VD-LSTM", {"color": "0.6"})
                   for vd_id in dict.fromkeys(vd["run_id"]) if vd_id != base_id][:1]
         lines += [(run_id, change, style) for run_id, change, style in
-                  zip(rows["run_id"], rows["change"], _ABLATION_STYLES, strict=False)]
+                  zip(rows["run_id"], rows["change"], ABLATION_STYLES, strict=False)]
         shown = metrics[metrics["run_id"].isin([run_id for run_id, _, _ in lines])]
         low = shown["valid_ppl"].min()
         top = 1.6 * low
@@ -253,7 +255,7 @@ def plot_ablations(metrics: pd.DataFrame, table: pd.DataFrame) -> Figure | None:
     return fig
 
 
-@_styled
+@styled
 def plot_real_study(curves: pd.DataFrame, verdict: pd.DataFrame) -> Figure | None:
     """The +REAL study: per panel, up to ``PER_PANEL`` runs of hypotheses (a colour and line
     style each) beside their baseline (+REAL as read, or with a bias: black) and their +RE
@@ -275,7 +277,7 @@ def plot_real_study(curves: pd.DataFrame, verdict: pd.DataFrame) -> Figure | Non
     for ax, (baseline, ref, rows) in zip(axes, panels, strict=True):
         lines = [(baseline, f"{baseline} (baseline)", {"color": "black"}),
                  (ref, f"{ref} (+RE reference)", {"color": "0.6"})]
-        lines += list(zip(rows["run_id"], rows["run_id"], _ABLATION_STYLES, strict=False))
+        lines += list(zip(rows["run_id"], rows["run_id"], ABLATION_STYLES, strict=False))
         last_epoch = curves[curves["run_id"].isin(rows["run_id"])]["epoch"].max()
         shown = curves[curves["run_id"].isin([r for r, _, _ in lines])
                        & (curves["epoch"] <= last_epoch)]
@@ -286,95 +288,6 @@ def plot_real_study(curves: pd.DataFrame, verdict: pd.DataFrame) -> Figure | Non
                     **style)
         _perplexity_panel(ax, low, xlim=(0.5, last_epoch + 0.5))
     fig.suptitle("Does +REAL work? Each reading's run beside its baseline (black) and +RE (grey)")
-    return fig
-
-
-@_styled
-def plot_augmented(metrics: pd.DataFrame, table: pd.DataFrame) -> Figure | None:
-    """The augmented term over training, for every run that trains with it (+AL, +REAL and
-    their ablations), in the panels of :func:`ablation_panels` (the same runs and colours as
-    the ablations figure): J^aug on the training set (nats per token, log scale) and the mean
-    entropy of its target ỹ over the validation targets (nats; log |V| = no word similarity).
-    Runs made before the entropy was recorded are named in a note on their panel. None when
-    no run has ``train_aug_kl > 0``.
-
-    Args:
-        metrics: a :func:`lmtie.report.load_metrics` frame. table: a
-            :func:`lmtie.tables.ablations` frame (its ``change`` labels the ablation runs).
-
-    Raises: nothing. Paper: eqs. 3.2, 3.7.
-    """
-    augmented = set(metrics.loc[metrics["train_aug_kl"] > 0, "run_id"])
-    rows = []
-    for base_id, panel, title in ablation_panels(table):
-        lines = [(base_id, f"{panel['model'].iloc[0]} (base)", {"color": "black"})]
-        lines += list(zip(panel["run_id"], panel["change"], _ABLATION_STYLES, strict=False))
-        lines = [line for line in lines if line[0] in augmented]
-        if lines:
-            rows.append((title, lines))
-    covered = {run_id for _, lines in rows for run_id, _, _ in lines}
-    rows += [(f"{run_id}", [(run_id, VARIANT_LABELS[run_id.split("-")[2]], {"color": "black"})])
-             for run_id in dict.fromkeys(metrics["run_id"]) if run_id in augmented - covered]
-    if not rows:
-        return None
-    fig = Figure(figsize=(PAGE_WIDTH_IN, 3.8 * len(rows)), layout="constrained")
-    for (kl_ax, entropy_ax), (title, lines) in zip(fig.subplots(len(rows), 2, squeeze=False),
-                                                   rows, strict=True):
-        missing = []
-        for run_id, label, style in lines:
-            run = metrics[metrics["run_id"] == run_id].sort_values("epoch")
-            kl_ax.plot(run["epoch"], run["train_aug_kl"], label=label, markevery=2, **style)
-            if run["target_entropy"].isna().all():
-                missing.append(label)
-            entropy_ax.plot(run["epoch"], run["target_entropy"], markevery=2, **style)
-        kl_ax.set(title=f"{title}: J^aug = KL(ỹ ‖ ŷ), training set", xlabel="epoch",
-                  ylabel="nats per token", yscale="log")
-        entropy_ax.set(title=f"{title}: entropy of ỹ, validation targets", xlabel="epoch",
-                       ylabel="nats")  # log |V| = ỹ uniform
-        note = textwrap.fill("not recorded (runs older than the entropy field): "
-                             + ", ".join(missing), 80)
-        if len(missing) == len(lines):  # nothing to draw: the note alone
-            entropy_ax.set_axis_off()
-            entropy_ax.text(0.5, 0.5, note, transform=entropy_ax.transAxes, ha="center",
-                            va="center", fontsize=MIN_FONT_PT)
-        elif missing:  # under the axis, where it hides no curve
-            entropy_ax.set_xlabel(f"epoch\n{note}", fontsize=MIN_FONT_PT)
-        for ax in (kl_ax, entropy_ax):
-            _integer_epochs(ax)
-        kl_ax.legend(loc="lower right", fontsize=MIN_FONT_PT)
-    fig.suptitle("The augmented loss during training (colours as in the ablations figure)")
-    return fig
-
-
-@_styled
-def plot_subspace_distance(table: pd.DataFrame) -> Figure | None:
-    """Subspace distance(Lᵀ, W) over epochs of the untied runs (mean over seeds), one panel
-    per corpus and size, on the distance's whole range: 1 = orthogonal spans, 0 = equal
-    (Decision S1); each legend entry gives the last epoch's value. None when ``table`` is
-    empty (no untied run has completed an epoch).
-
-    Args:
-        table: a :func:`lmtie.tables.subspace_table` frame.
-
-    Raises: nothing. Paper: Sec. 6.2; Decision S1.
-    """
-    if table.empty:
-        return None
-    cells = list(dict.fromkeys(zip(table["corpus"], table["size"], strict=True)))
-    fig = Figure(figsize=(min(PAGE_WIDTH_IN, 0.5 + 6 * len(cells)), 4.2), layout="constrained")
-    for ax, (corpus, size) in zip(fig.subplots(1, len(cells), squeeze=False)[0], cells,
-                                  strict=True):
-        cell = table[(table["corpus"] == corpus) & (table["size"] == size)]
-        for label, rows in cell.groupby("model", sort=False):
-            mean = rows.groupby("epoch")["subspace_distance"].mean()
-            ax.plot(mean.index, mean, markevery=max(1, len(mean) // 10),
-                    label=f"{label} (epoch {mean.index[-1]}: {mean.iloc[-1]:.4f})",
-                    **STYLES[label])
-        ax.set(title=f"{corpus} {size}", xlabel="epoch", ylabel="subspace distance(Lᵀ, W)",
-               ylim=(0, 1.02))
-        _integer_epochs(ax)
-        ax.legend(loc="lower left")
-    fig.suptitle("Subspace distance between Lᵀ and W (untied models)")
     return fig
 
 

@@ -29,8 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lmtie import lock, runs
 from lmtie.config import Config
+from lmtie.schema import EpochRow
 
 MATH_VERSION = 1  # bump with every change of the code that changes the numbers of a run
 _UNRECORDED_MATH_VERSION = 1  # the math of the files written before fingerprints existed
@@ -244,3 +247,27 @@ def plan_start(config: Config, fp: str, corpus_sha256: dict[str, str], run_dir: 
     source = {"checkpoint": str(last), "epoch": checkpoint["epoch"]}
     return Start(checkpoint, source if moved_from is None else
                  {**source, "moved_from": str(moved_from)})
+
+
+def load_best(model: torch.nn.Module, path: Path, config: Config, fp: str,
+              corpus_sha256: dict[str, str], run_dir: Path, history: list[EpochRow]) -> int:
+    """Load ``best.pt`` at ``path`` into ``model`` and return its epoch, checked to be this
+    run's best: its fingerprint ``fp``, and the epoch of the lowest validation perplexity in
+    ``history`` (the run dir's ``metrics.jsonl`` rows).
+
+    Raises:
+        FileNotFoundError: no checkpoint at ``path``.
+        ValueError: (nothing changed) as :func:`load_own`, or the checkpoint is not of the
+            run dir's best epoch (another copy of the run wrote it).
+    """
+    best = load_own(path, config, fp, corpus_sha256, BEST_KEYS)
+    valid = [row.valid_ppl for row in history]
+    epoch = 1 + valid.index(min(valid)) if valid else 0
+    if best["epoch"] != epoch:
+        raise ValueError(
+            f"{path}: the best checkpoint is from epoch {best['epoch']}, but {run_dir} records "
+            f"its best validation perplexity at epoch {epoch} of {len(history)}: another copy "
+            "of this run wrote it; nothing was changed. Point --checkpoint-dir at this run's "
+            "own checkpoints, or resume this run (lmtie train ... --resume)")
+    runs.load_state(model, best["model"], path)
+    return epoch

@@ -15,7 +15,7 @@ import pandas as pd
 from IPython.display import HTML, Markdown
 from pandas.io.formats.style import Styler
 
-from lmtie import report, study, subspace, tables
+from lmtie import report, study, tables
 from lmtie.config import SIZES, make_config
 from lmtie.figures import embed
 
@@ -124,7 +124,7 @@ def display_ablations(table: pd.DataFrame) -> Styler:
 
 
 def display_test_statistics(table: pd.DataFrame) -> Styler:
-    """A :func:`lmtie.tables.unk_rank` frame with human column names. Raises: nothing."""
+    """A :func:`lmtie.tables.test_statistics` frame with human column names. Raises: nothing."""
     return styled(table.rename(columns={
         "test_ppl": "test perplexity", "mean_p_unk": "mean p(<unk>)",
         "mean_target_rank": "mean rank of the target", "target_entropy": "entropy of ỹ (nats)",
@@ -283,16 +283,16 @@ def real_study_section(results_dir: str | Path) -> list[HTML | Markdown | Styler
 
 def figure1(results_dir: str | Path) -> list[HTML | Markdown | Styler]:
     """The paper's Figure 1: the final distance per point beside the paper's
-    (``subspace.report_rows``, from the CSVs under ``<results_dir>/subspace/``), then
+    (:func:`lmtie.report.figure1_points`, from the tables in ``<results_dir>/subspace/``), then
     ``figures/figure1a.png`` and ``figure1b.png`` (written by notebook 05), the distance per
     epoch (``figure1{a,b}_epochs.png``) and the longer β = 1 run (``figure1_convergence.png``)
     where drawn, as one HTML output of embedded images; or how to produce the missing ones.
 
-    Raises: ValueError on a malformed results CSV. Paper: Sec. 6.2, Figure 1.
+    Raises: ValueError on a malformed Figure 1 table. Paper: Sec. 6.2, Figure 1.
     """
     figures = Path(results_dir) / "figures"
     paths = [figures / f"figure1{p}.png" for p in "ab"]
-    points = subspace.report_rows(results_dir)
+    points = report.figure1_points(results_dir)
     names = {"beta": "β", "tau": "τ", "distance": "distance (mean over seeds)"}
     shown: list[HTML | Markdown | Styler] = [styled(pd.DataFrame(points).rename(
         columns=names)).format("{:g}", subset=["β", "τ", "epochs"])] if points else []

@@ -10,25 +10,26 @@ driver) is :mod:`lmtie.pipeline`. Nothing is typed by hand.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from lmtie import runs
+from lmtie import reference, runs, schema
 from lmtie.config import CORPORA, SIZES, VARIANTS, Config, make_config, preset_run
 
 _FINAL_KEYS = ("n_params", "epochs_run", "best_epoch", "valid_ppl", "test_ppl", "device",
                "wall_s")
-_METRICS_KEYS = ("epoch", "train_ce", "valid_ppl", "subspace_distance")
-_PREDICTION_KEYS = ("phrases", "mean_p_unk", "mean_target_rank")
 _FLAGS = {"seed": "--seed", "epochs": "--epochs", "max_batches": "--max-batches",
           "preset": "--suffix", "tau": "--tau", "alpha": "--alpha", "precision": "--precision"}
 _SWITCH_FLAGS = {"output_bias": "--output-bias", "aug_bias": "--aug-bias",
                  "frozen_target": "--frozen-target"}  # ablation switches of `lmtie train`
 _NOT_ABLATIONS = ("seed", "epochs", "max_batches", "preset", "valid_only", "precision")
-# predictions.json, over the test stream (the last two from 2026-12-03 on)
+# from test_statistics.json (schema.TestStatistics), over the test stream
 MASS_KEYS = ("mean_p_unk", "mean_target_rank", "mean_p_articles", "mean_p_neighbours")
 ALIGNMENT_KEYS = ("logit_std", "target_logit_std", "logit_target_corr")  # analysis.logit_alignment
 RUN_COLUMNS = [*Config().to_dict(), *_FINAL_KEYS, "status", "run_id", "model", "git_sha",
@@ -66,16 +67,19 @@ def train_command(config: Config) -> str:
     return command
 
 
-def _read_dict(path: Path, keys: tuple[str, ...], hint: str) -> dict[str, Any]:
-    """``read_json(path)``, checked to be an object holding ``keys``; errors name the file."""
+def _read(reader: Callable[[Path], Any], run_dir: Path, name: str, hint: str) -> Any:
+    """``reader(run_dir)``; errors name the file ``name`` and end with ``hint``."""
     try:
-        obj = runs.read_json(path)
+        return reader(run_dir)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: not found; {hint}") from None
-    missing = [k for k in keys if not isinstance(obj, dict) or k not in obj]
-    if missing:
-        raise ValueError(f"{path}: missing {missing}; {hint}")
-    return obj
+        raise FileNotFoundError(f"{run_dir / name}: not found; {hint}") from None
+    except schema.SchemaError as err:
+        raise ValueError(f"{err}; {hint}") from None
+
+
+def _nan(value: float | None) -> float:
+    """A number of a run file, NaN where its version did not record it."""
+    return np.nan if value is None else value
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
@@ -123,7 +127,10 @@ def load_runs(results_dir: str | Path, preset: str | None = None) -> pd.DataFram
 
 def _run_row(run_dir: Path, expected: Config | None, preset: str | None) -> dict[str, Any]:
     """The :func:`load_runs` row of one run dir (finished or in progress)."""
-    config = Config.from_dict(_read_dict(run_dir / "config.json", (), "train the run"))
+    try:
+        config = Config.from_dict(runs.read_json(run_dir / "config.json"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{run_dir / 'config.json'}: not found; train the run") from None
     if expected is not None and config != expected:
         raise ValueError(f"{run_dir / 'config.json'} is not the {preset} preset's config; "
                          f"retrain it (lmtie reproduce --preset {preset} --seeds "
@@ -135,31 +142,31 @@ def _run_row(run_dir: Path, expected: Config | None, preset: str | None) -> dict
                            "command": command, "run_dir": str(run_dir)}
     hint = (f"re-measure the run (`lmtie evaluate {run_dir}`), finish it (`{command} "
             f"--resume`), or move {run_dir} away")
-    if not (run_dir / "final.json").is_file():
-        metrics = run_dir / "metrics.jsonl"
-        done = len(runs.read_jsonl(metrics)) if metrics.is_file() else 0  # 0: first epoch
+    if not (run_dir / schema.FINAL).is_file():
+        metrics = run_dir / schema.METRICS
+        done = len(schema.read_metrics(run_dir)) if metrics.is_file() else 0  # 0: epoch 1
         if done >= config.epochs:  # trained to the end, but its final evaluation is missing
-            raise FileNotFoundError(f"{run_dir / 'final.json'}: not found although all "
+            raise FileNotFoundError(f"{run_dir / schema.FINAL}: not found although all "
                                     f"{config.epochs} epochs ran; {hint}")
         env = runs.read_json(run_dir / "env.json") if (run_dir / "env.json").is_file() else {}
         return {**row, "status": f"in progress (epoch {done} of {config.epochs})",
                 "epochs_run": done, "device": env.get("device"), "git_sha": env.get("git_sha"),
                 "threads": env.get("threads"), "torch": env.get("torch"),
                 "start_time": env.get("start_time"), "command": f"{command} --resume"}
-    final = _read_dict(run_dir / "final.json", _FINAL_KEYS, hint)
-    env = _read_dict(run_dir / "env.json", ("git_sha",), hint)
-    row = {**row, **{k: final[k] for k in _FINAL_KEYS}, "status": "finished",
+    final = _read(schema.read_final, run_dir, schema.FINAL, hint)
+    env = _read(lambda d: runs.read_json(d / "env.json"), run_dir, "env.json", hint)
+    if not isinstance(env, dict) or "git_sha" not in env:
+        raise ValueError(f"{run_dir / 'env.json'}: missing ['git_sha']; {hint}")
+    row = {**row, **{k: getattr(final, k) for k in _FINAL_KEYS}, "status": "finished",
            "git_sha": env["git_sha"], "threads": env.get("threads"),
            "torch": env.get("torch"), "start_time": env.get("start_time")}
     if config.valid_only:  # an ablation: no test-set numbers
         return {**row, "test_ppl": np.nan}
-    predictions = _read_dict(run_dir / "predictions.json", _PREDICTION_KEYS, hint)
-    return {**row,
-            **{k: predictions.get(k, np.nan) for k in MASS_KEYS},
-            "target_entropy": predictions.get("target_entropy", np.nan),
-            "uniform_entropy": predictions.get("uniform_entropy", np.nan),
-            **{k: predictions.get(k, np.nan) for k in ALIGNMENT_KEYS},
-            "phrases": predictions["phrases"]}
+    statistics = _read(schema.read_test_statistics, run_dir, schema.TEST_STATISTICS, hint)
+    return {**row, **{k: _nan(getattr(statistics, k))
+                      for k in (*MASS_KEYS, "target_entropy", "uniform_entropy",
+                                *ALIGNMENT_KEYS)},
+            "phrases": statistics.phrases}
 
 
 def finished(runs_frame: pd.DataFrame) -> pd.DataFrame:
@@ -168,28 +175,23 @@ def finished(runs_frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_metrics(run_dir: str | Path) -> pd.DataFrame:
-    """``metrics.jsonl`` of one run: one row per epoch, plus ``train_ppl = exp(train_ce)``;
-    ``target_entropy`` is NaN for runs made before it was recorded.
+    """``metrics.jsonl`` of one run (:class:`lmtie.schema.EpochRow`): one row per epoch, plus
+    ``train_ppl = exp(train_ce)``; numbers its schema version did not record are NaN.
 
     Raises:
         FileNotFoundError: no ``metrics.jsonl`` (names it).
-        ValueError: a corrupt line, or rows without the columns every run records (names
-            the file).
+        ValueError: a corrupt line or a row that does not fit the schema, or no epochs
+            (names the file).
     """
-    path = Path(run_dir) / "metrics.jsonl"
-    try:
-        rows = runs.read_jsonl(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: not found; train the run first") from None
-    bad = [i for i, row in enumerate(rows, 1) if any(k not in row for k in _METRICS_KEYS)]
-    if not rows or bad:
-        where = "no epochs" if not rows else f"line {bad[0]} lacks one of"
-        raise ValueError(f"{path}: {where} {list(_METRICS_KEYS)}; train the run again (--force)")
-    frame = pd.DataFrame(rows)
+    path = Path(run_dir) / schema.METRICS
+    hint = "train the run again (--force)"
+    rows = _read(schema.read_metrics, Path(run_dir), schema.METRICS, hint)
+    if not rows:
+        raise ValueError(f"{path}: no epochs; {hint}")
+    frame = pd.DataFrame([dataclasses.asdict(r) for r in rows])
     frame["train_ppl"] = np.exp(frame["train_ce"].astype(float))
-    frame["subspace_distance"] = frame["subspace_distance"].astype(float)  # None -> NaN
-    if "target_entropy" not in frame:  # recorded per epoch from 2026-12-02 on
-        frame["target_entropy"] = np.nan
+    for column in ("valid_ppl_test_batch", "subspace_distance", "target_entropy"):
+        frame[column] = frame[column].astype(float)  # None -> NaN
     return frame
 
 
@@ -230,3 +232,67 @@ def read_table(results_dir: str | Path, name: str) -> pd.DataFrame:
         raise FileNotFoundError(f"{path}: not found; run `lmtie reproduce` or the analysis "
                                 "notebooks 02–04 first")
     return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def figure1_summary(rows: list[schema.Figure1Row], sweep: str) -> list[dict[str, Any]]:
+    """Per point of Figure 1``sweep`` (``"a"`` | ``"b"`` | ``"convergence"``) that has runs:
+    ``x`` (β or τ), ``beta``, ``tau``, ``n`` seeds, ``mean`` and ``std`` (ddof 1; 0 for one
+    run) of the final distance, ``mean_epochs``. Raises: KeyError for an unknown sweep.
+    Paper: Figure 1."""
+    out = []
+    for beta, tau in schema.SWEEPS[sweep]:
+        mine = [r for r in rows if schema.point_of(r) == (beta, tau)]
+        if not mine:
+            continue
+        values = [r.final_distance for r in mine]
+        mean = sum(values) / len(values)
+        var = sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)
+        out.append({"x": beta if sweep == "a" else tau, "beta": beta, "tau": tau,
+                    "n": len(values), "mean": mean, "std": math.sqrt(var),
+                    "mean_epochs": sum(r.epochs for r in mine) / len(mine)})
+    return out
+
+
+def figure1_per_epoch(rows: list[schema.Figure1Row], sweep: str) -> list[dict[str, Any]]:
+    """Per point of Figure 1``sweep`` that has runs: ``x`` (β or τ), ``beta``, ``tau`` and
+    ``mean``, the distance(Lᵀ, W) after each epoch averaged over the seeds that reached it
+    (``mean[0]``: before training). Raises: KeyError for an unknown sweep.
+    Paper: Sec. 6.2 (our addition: the paper shows final distances only)."""
+    out = []
+    for beta, tau in schema.SWEEPS[sweep]:
+        curves = [[r.initial_distance, *r.distance_per_epoch]
+                  for r in rows if schema.point_of(r) == (beta, tau)]
+        if curves:
+            mean = [sum(c[e] for c in curves if e < len(c)) / sum(e < len(c) for c in curves)
+                    for e in range(max(map(len, curves)))]
+            out.append({"x": beta if sweep == "a" else tau, "beta": beta, "tau": tau,
+                        "mean": mean})
+    return out
+
+
+def paper_distance(beta: float, tau: float) -> float | None:
+    """The paper's distance at (β, τ) where Figure 1 gives one (``reference.FIGURE1``: β = 0
+    and β = 1 at τ = 10), else None. Paper: Figure 1a (values read off the plot)."""
+    known = {(0.0, 10.0): reference.FIGURE1["beta0_tau10"],
+             (1.0, 10.0): reference.FIGURE1["beta1_tau10"]}
+    return known.get((round(beta, 6), round(tau, 6)))
+
+
+def figure1_points(results_dir: str | Path) -> list[dict[str, Any]]:
+    """One row per point of Figure 1a, 1b and the convergence runs found under
+    ``results_dir`` (:func:`lmtie.schema.figure1_path`): ``figure``, ``beta``, ``tau``,
+    ``epochs``, ``seeds``, ``distance`` and ``std`` (final distance, mean and std over seeds),
+    ``paper`` (:func:`paper_distance`, None where the paper gives no number). [] when no
+    table exists.
+
+    Raises: ValueError on a malformed table. Paper: Sec. 6.2, Figure 1.
+    """
+    out = []
+    for sweep, figure in (("a", "1a"), ("b", "1b"), ("convergence", "longer run")):
+        rows = schema.read_figure1_rows(schema.figure1_path(results_dir, sweep))
+        for point in figure1_summary(rows, sweep):
+            out.append({"figure": figure, "beta": point["beta"], "tau": point["tau"],
+                        "epochs": point["mean_epochs"], "seeds": point["n"],
+                        "distance": point["mean"], "std": point["std"],
+                        "paper": paper_distance(point["beta"], point["tau"])})
+    return out

@@ -1,130 +1,44 @@
-"""Run directories and checkpoints: atomic writes, environment record, safe loading.
+"""A run's files over its life: the start (``config.json``, ``env.json``, resuming from
+``last.pt``), each epoch (checkpoints, then the ``metrics.jsonl`` row), and a divergence;
+checkpoints saved atomically and loaded safely; the environment record.
 
-A run dir (``results/runs/<run_id>/``) holds small JSON files that are committed; checkpoints
-(``*.pt``) live in a separate directory outside the git tree and are never committed.
+A run dir (``results/runs/<run_id>/``) holds small JSON files that are committed (their
+records: :mod:`lmtie.schema`); checkpoints (``*.pt``) live in a separate directory outside
+the git tree and are never committed. Which checkpoint belongs to which run:
+:mod:`lmtie.identity`.
 """
 
 from __future__ import annotations
 
 import errno
-import json
-import os
+import math
 import pickle
 import platform
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lmtie import schema
+from lmtie.atomic import (  # noqa: F401  (re-exported: the run files' I/O)
+    _atomic,
+    atomic_write_text,
+    read_json,
+    read_jsonl,
+    remove_orphans,
+    write_json,
+    write_jsonl,
+)
+
+if TYPE_CHECKING:
+    from lmtie.config import Config
+    from lmtie.identity import Start
+    from lmtie.model import RNNLM
+
 DEFAULT_CHECKPOINT_ROOT = Path("~/.cache/lmtie/checkpoints")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-_FILE_MODE = 0o666 & ~_UMASK  # what open() would give a new file
-
-
-@contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """Yield a temporary path ``.<name>.<random>.tmp`` beside ``path``; on success it replaces
-    ``path`` atomically (``os.replace``), on any error it is removed: readers see the old or
-    the new file, never a torn one. A process killed in between leaves the temporary file:
-    :func:`remove_orphans` clears it on the next start.
-
-    Raises:
-        OSError: ``errno.ENOSPC`` says "no space left on <folder>" (``path`` is unchanged).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; results are ordinary files
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            raise OSError(errno.ENOSPC, f"no space left on {path.parent}: {path.name} was "
-                          "not written (the previous version is unchanged)") from err
-        raise
-
-
-def remove_orphans(folder: Path) -> list[Path]:
-    """Delete the temporary files (``.<name>.<random>.tmp``) that writes killed midway left in
-    ``folder``; returns them. Call it only while holding the folder's lock (:mod:`lmtie.lock`):
-    a living writer's temporary file looks the same. Raises: nothing for a missing folder."""
-    orphans = sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
-    for orphan in orphans:
-        orphan.unlink(missing_ok=True)
-    return orphans
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically: a crash never leaves a torn file."""
-    with _atomic(Path(path)) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-class _NonFinite(ValueError):
-    """NaN or Infinity in a JSON file (``json.loads`` accepts them; lmtie never writes them)."""
-
-
-def _finite_only(constant: str) -> Any:
-    """``json.loads``'s hook for NaN/Infinity: run files hold finite numbers only."""
-    raise _NonFinite(constant)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Atomically write ``obj`` as indented JSON (NaN/inf are refused: they are bugs here)."""
-    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Atomically write ``rows`` as JSON lines (the whole file, so it is never torn)."""
-    atomic_write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
-
-
-def read_json(path: Path) -> Any:
-    """Read a JSON file.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: the file is not valid JSON, or holds NaN/Infinity, which lmtie never
-            writes (names the file and says to re-run).
-    """
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=_finite_only)
-    except _NonFinite as err:
-        raise ValueError(f"{path} holds {err} where a number belongs, which lmtie never "
-                         "writes (the file was edited or corrupted); re-run the command that "
-                         "writes it") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); delete it and re-run the "
-                         "command that writes it") from err
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The rows of a JSON-lines file such as ``metrics.jsonl``.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: a line is not valid JSON or holds NaN/Infinity (names the file and line).
-    """
-    rows = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line, parse_constant=_finite_only))
-            except _NonFinite as err:
-                raise ValueError(f"{path}:{number} holds {err} where a number belongs, which "
-                                 "lmtie never writes; re-run the command that writes it"
-                                 ) from None
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number} is not valid JSON ({err})") from err
-    return rows
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -204,3 +118,101 @@ def environment(device: torch.device) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "start_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def load_state(model: torch.nn.Module, state: dict, path: Path) -> None:
+    """``model.load_state_dict(state)``; a state of another shape names ``path``.
+
+    Raises:
+        ValueError: the weights in ``path`` do not fit ``model``.
+    """
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: its weights do not fit this model "
+                         f"({str(err).splitlines()[-1].strip()}); nothing was changed") from None
+
+
+@dataclass
+class RunState:
+    """Where a training run stands: the completed epochs' rows, the best epoch so far
+    (``{"epoch", "valid_ppl"}``) and the wall time in seconds (training + validation)."""
+
+    history: list[schema.EpochRow] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "valid_ppl": math.inf})
+    wall_s: float = 0.0
+
+
+def begin(run_dir: Path, ckpt_dir: Path, config: Config, fp: str, start: Start,
+          device: torch.device, model: RNNLM, optimizer: torch.optim.Optimizer,
+          generator: torch.Generator) -> RunState:
+    """Start a run as :func:`lmtie.identity.plan_start` decided: load ``start``'s checkpoint
+    into ``model``, ``optimizer`` and ``generator`` (when resuming), then write
+    ``config.json`` (with the fingerprint ``fp``), ``env.json`` (this start; a resume is
+    appended to the first start's ``resumes``) and ``metrics.jsonl`` as they stand.
+
+    Raises:
+        ValueError: the checkpoint's weights do not fit ``model``.
+    """
+    env = {**environment(device), "from_checkpoint": start.source}
+    state = RunState()
+    if start.checkpoint is not None:
+        ckpt, last_path = start.checkpoint, ckpt_dir / "last.pt"
+        load_state(model, ckpt["model"], last_path)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        generator.set_state(ckpt["generator"])
+        state = RunState([schema.EpochRow.from_dict(r, last_path) for r in ckpt["history"]],
+                         ckpt["best"], ckpt["wall_s"])
+        print(f"{config.run_id}: continuing from {last_path} (epoch {len(state.history)})",
+              flush=True)
+        if (run_dir / "env.json").is_file():  # keep the first start's record
+            first = read_json(run_dir / "env.json")
+            env = {**first, "resumes": [*first.get("resumes", []), env]}
+    write_json(run_dir / "config.json", {**config.to_dict(), "fingerprint": fp})
+    write_json(run_dir / "env.json", env)
+    schema.write_metrics(run_dir, state.history)
+    return state
+
+
+def save_epoch(run_dir: Path, ckpt_dir: Path, config: Config, fp: str, row: schema.EpochRow,
+               state: RunState, model: RNNLM, optimizer: torch.optim.Optimizer,
+               generator: torch.Generator) -> None:
+    """Record a completed epoch: append ``row`` to ``state``; ``best.pt`` when its
+    validation perplexity is the best so far, ``last.pt`` (everything a resume needs), then
+    ``metrics.jsonl``, in that order, so the files never record an epoch the checkpoints lack.
+
+    Raises:
+        OSError: the disk is full ("...; the last good checkpoint <path> is kept: free space,
+            then --resume"), or another write error.
+    """
+    state.history.append(row)
+    saved = {"config": config.to_dict(), "fingerprint": fp, "epoch": row.epoch}
+    last_path = ckpt_dir / "last.pt"
+    try:
+        if row.valid_ppl < state.best["valid_ppl"]:
+            state.best = {"epoch": row.epoch, "valid_ppl": row.valid_ppl}
+            save_checkpoint(ckpt_dir / "best.pt", {**saved, "model": model.state_dict()})
+        save_checkpoint(last_path, {
+            **saved, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(),
+            "history": [r.to_dict() for r in state.history], "best": state.best,
+            "wall_s": state.wall_s})
+        schema.write_metrics(run_dir, state.history)
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        raise OSError(errno.ENOSPC, f"{err.strerror}; the last good checkpoint "
+                      f"{last_path} is kept: free space, then --resume") from err
+
+
+def diverged(config: Config, epoch: int, state: RunState, ckpt_dir: Path, what: str
+             ) -> FloatingPointError:
+    """The error for a run whose loss or validation perplexity (``what``) became NaN/inf in
+    ``epoch``: names the last good checkpoint and what to change."""
+    done = len(state.history)
+    kept = (f"the last good checkpoint is {ckpt_dir / 'last.pt'} (epoch {done})" if done
+            else "no epoch completed, so there is no checkpoint")
+    return FloatingPointError(
+        f"{config.run_id} epoch {epoch}: {what}; {kept}. The same settings would diverge "
+        "again (a run is deterministic): start a changed run, e.g. with another --seed, or a "
+        "smaller --alpha or larger --tau")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lmtie import runs
+from lmtie import runs, schema
 from lmtie.config import Config, make_config
 from lmtie.report import read_metrics
 
@@ -99,7 +99,7 @@ def _curve(results_dir: Path, run_id: str) -> pd.Series:
     """Validation perplexity by epoch of ``run_id`` (empty when it has no completed epoch)."""
     run_dir = results_dir / "runs" / run_id
     path = run_dir / "metrics.jsonl"
-    if not path.is_file() or not runs.read_jsonl(path):  # not started, or in its first epoch
+    if not path.is_file() or not schema.read_metrics(run_dir):  # not started, or in epoch 1
         return pd.Series(dtype=float)
     return read_metrics(run_dir).set_index("epoch")["valid_ppl"]
 
@@ -276,14 +276,14 @@ def evaluation(results_dir: str | Path) -> pd.DataFrame:
     pieces were). Validation set only.
     Raises: ValueError (a corrupt ``diagnostics.json``, named)."""
     rows = []
-    for path in sorted((Path(results_dir) / "runs").glob("*/diagnostics.json")):
-        for e in runs.read_json(path)["entries"]:
-            by_batch, one = e["valid_ppl_by_batch"], e["batch1"]
+    for path in sorted((Path(results_dir) / "runs").glob(f"*/{schema.DIAGNOSTICS}")):
+        for e in schema.read_diagnostics(path.parent, path.parent.name).entries:
+            by_batch, one = e.valid_ppl_by_batch, e.batch1
             rows.append({
-                "run_id": path.parent.name, "epoch": e["epoch"], "checkpoint": e["checkpoint"],
+                "run_id": path.parent.name, "epoch": e.epoch, "checkpoint": e.checkpoint,
                 **{f"valid_ppl_batch{b}": by_batch[str(b)] for b in (1, 10, 20)},
                 "batch20_over_batch1": by_batch["20"] / by_batch["1"],
-                "valid_ppl_state_reset": e["valid_ppl_state_reset"],
+                "valid_ppl_state_reset": e.valid_ppl_state_reset,
                 "best_temperature": one["best_temperature"],
                 "valid_ppl_best_temperature": min(one["perplexity_by_temperature"].values()),
                 "median_rank": one["rank"]["median"], "share_top10": one["rank"]["share_top10"],
@@ -304,7 +304,7 @@ def valid_over_test_batch(results_dir: str | Path, run_ids: list[str]) -> pd.Dat
         if _curve(Path(results_dir), run_id).empty:  # not started, or in its first epoch
             continue
         m = read_metrics(Path(results_dir) / "runs" / run_id)
-        if "valid_ppl_test_batch" in m:
+        if m["valid_ppl_test_batch"].notna().any():
             frames.append(pd.DataFrame({"run_id": run_id, "epoch": m["epoch"],
                                         "ratio": m["valid_ppl"] / m["valid_ppl_test_batch"]}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(

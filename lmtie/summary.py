@@ -1,6 +1,6 @@
 """The report's opening: what reproduces and what does not, the paper's pattern, Figure 1's
 verdict and the contents, written from the tables under ``<results>/tables/`` and the Figure 1
-CSVs (nothing typed by hand but the sentences around the numbers).
+tables (nothing typed by hand but the sentences around the numbers).
 
 ``SECTIONS`` lists the page's sections in order; the report notebook gives each heading the
 same anchor (``## <a id="anchor"></a>title``). A section added to the page is added here too,
@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown
 
-from lmtie import report, subspace
+from lmtie import report
 from lmtie.tables import GAP_TOLERANCE
 
 SECTIONS: list[tuple[str, str]] = [  # (anchor, heading), in the page's order
@@ -106,7 +106,7 @@ def _pattern(ledger: pd.DataFrame) -> str | None:
 
 def _figure1(results_dir: Path) -> str:
     """Figure 1's verdict: the trend in β and the level at β = 1, τ = 10, against the paper."""
-    rows = {(r["figure"], r["beta"], r["tau"]): r for r in subspace.report_rows(results_dir)}
+    rows = {(r["figure"], r["beta"], r["tau"]): r for r in report.figure1_points(results_dir)}
     start, end = rows.get(("1a", 0.0, 10.0)), rows.get(("1a", 1.0, 10.0))
     if not (start and end):
         return ("**Figure 1:** not run yet (`lmtie subspace --sweep both`, "
@@ -133,7 +133,7 @@ def summary(results_dir: str | Path, preset: str) -> Markdown:
 
     Args:
         results_dir: results root with ``tables/{table1,claims,ablations,runs}.csv``
-            (notebook 02) and, where run, the Figure 1 CSVs.
+            (notebook 02) and, where run, the Figure 1 tables.
         preset: the preset of the page ("" = every run of the folder).
 
     Raises:

@@ -236,8 +236,9 @@ def qualitative_table(long: pd.DataFrame, phrase: int) -> pd.DataFrame:
     return table[list(dict.fromkeys(rows["column"]))].fillna("")
 
 
-def unk_rank(runs_frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean p(<unk>) and mean rank of the target (1 = top) over the whole test set, per run,
+def test_statistics(runs_frame: pd.DataFrame) -> pd.DataFrame:
+    """The test statistics of each finished run (``test_statistics.json``): mean p(<unk>)
+    and mean rank of the target (1 = top) over the whole test set, per run,
     with test perplexity and provenance; and the mean entropy of the augmented target ỹ (at
     the run's τ) over the test targets beside its ceiling log V (ỹ uniform), and how closely
     the logits W h follow Lᵀu (``analysis.logit_alignment``, Sec. 4). Our additions to

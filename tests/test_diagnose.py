@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmtie import analysis, data, diagnose, runs, train
+from lmtie import analysis, data, diagnose, runs, schema, train
 from lmtie.cli import main
 from lmtie.config import make_config
 from lmtie.data import batchify
@@ -93,15 +93,15 @@ def test_diagnose_a_run_keeps_one_entry_per_epoch(tmp_path, tiny_ptb, capsys):
                                                           rel=1e-5)
     assert entry["valid_ppl_state_reset"] > 1
     # the metrics row of the same epoch measured batch 1 on the same weights
-    row = runs.read_jsonl(run_dir / "metrics.jsonl")[-1]
-    assert row["valid_ppl_test_batch"] == pytest.approx(entry["valid_ppl_by_batch"]["1"])
+    row = schema.read_metrics(run_dir)[-1]
+    assert row.valid_ppl_test_batch == pytest.approx(entry["valid_ppl_by_batch"]["1"])
     before = (run_dir / "diagnostics.json").read_text()
     code = main(["diagnose", str(run_dir), "--data-dir", str(tiny_ptb), "--checkpoint-dir",
                  str(ckpt), "--device", "cpu", "--checkpoint", "best"])
     assert code == 0 and str(entry["valid_ppl_by_batch"]["20"])[:6] in capsys.readouterr().out
-    stored = runs.read_json(run_dir / "diagnostics.json")["entries"]
-    best_epoch = runs.read_json(run_dir / "final.json")["best_epoch"]
-    assert sorted(e["epoch"] for e in stored) == sorted({2, best_epoch})
+    stored = schema.read_diagnostics(run_dir, "").entries
+    best_epoch = schema.read_final(run_dir).best_epoch
+    assert sorted(e.epoch for e in stored) == sorted({2, best_epoch})
     if best_epoch == 2:  # the same epoch again replaces its entry
         assert (run_dir / "diagnostics.json").read_text() == before.replace('"last"', '"best"')
     with pytest.raises(ValueError, match="'last' or 'best'"):

@@ -21,7 +21,7 @@ import pytest
 import torch
 from conftest import write_tiny_ptb
 
-from lmtie import data, download, identity, lock, report, runs, train
+from lmtie import analysis, data, download, identity, lock, report, runs, train
 from lmtie.cli import _parser, main
 from lmtie.config import Config, make_config
 
@@ -172,7 +172,7 @@ def holding(folder):
 def test_fit_holds_the_lock_while_it_trains_and_evaluates(corpus, tmp_path, monkeypatch,
                                                           capsys):
     tried = []
-    real_epoch, real_evaluate = train._train_epoch, train.evaluate
+    real_epoch, real_evaluate = train.train_epoch, train.evaluate
 
     def take_locks():
         for folder in (tmp_path / "runs" / VD, tmp_path / "ckpt"):
@@ -181,10 +181,11 @@ def test_fit_holds_the_lock_while_it_trains_and_evaluates(corpus, tmp_path, monk
                 pass
             tried.append(folder)
 
-    monkeypatch.setattr(train, "_train_epoch", lambda *a, **k: (take_locks(),
+    monkeypatch.setattr(train, "train_epoch", lambda *a, **k: (take_locks(),
                                                                 real_epoch(*a, **k))[1])
-    monkeypatch.setattr(train, "evaluate", lambda *a, **k: (take_locks(),
-                                                            real_evaluate(*a, **k))[1])
+    for module in (train, analysis):  # validation, and the numbers of each epoch
+        monkeypatch.setattr(module, "evaluate", lambda *a, **k: (take_locks(),
+                                                                 real_evaluate(*a, **k))[1])
     code, _, err = lmtie(capsys, "train", "--variant", "vd", "--epochs", "2", "--results-dir",
                          tmp_path, "--checkpoint-dir", tmp_path / "ckpt",
                          corpus=corpus)
@@ -228,7 +229,7 @@ def test_a_new_results_folder_meets_the_checkpoints_of_the_same_run(corpus, tmp_
 
 
 def killed_in_epoch(epoch, real_epoch):
-    """``train._train_epoch`` that runs ``real_epoch`` until the ``epoch``-th call, which is
+    """``train.train_epoch`` that runs ``real_epoch`` until the ``epoch``-th call, which is
     killed (KeyboardInterrupt) before it trains."""
     calls = []
 
@@ -250,12 +251,12 @@ def test_checkpoint_of_an_earlier_epoch_than_the_run_dir(corpus, tmp_path, monke
     assert lmtie(capsys, *argv, *run, corpus=corpus)[0] == 0
     rows = runs.read_jsonl(tmp_path / "R" / "runs" / run_id / "metrics.jsonl")
     assert min(rows, key=lambda r: r["valid_ppl"])["epoch"] == 3  # the run's best epoch
-    real_epoch = train._train_epoch
-    monkeypatch.setattr(train, "_train_epoch", killed_in_epoch(3, real_epoch))
+    real_epoch = train.train_epoch
+    monkeypatch.setattr(train, "train_epoch", killed_in_epoch(3, real_epoch))
     with pytest.raises(KeyboardInterrupt):
         lmtie(capsys, *argv, "--results-dir", tmp_path / "copy", "--checkpoint-dir",
               tmp_path / "early", corpus=corpus)
-    monkeypatch.setattr(train, "_train_epoch", real_epoch)
+    monkeypatch.setattr(train, "train_epoch", real_epoch)
     capsys.readouterr()
     keep = [tmp_path / "R", tmp_path / "C", tmp_path / "early"]
     refused(capsys, [*argv, "--resume", *run[:2], "--checkpoint-dir", tmp_path / "early"],
@@ -286,11 +287,11 @@ def test_legacy_checkpoint_resumes_bit_identically(corpus, tmp_path, monkeypatch
     whole = tmp_path / "whole"
     assert lmtie(capsys, *argv, "--results-dir", whole, "--checkpoint-dir", tmp_path / "w",
                  corpus=corpus)[0] == 0
-    real_epoch = train._train_epoch
-    monkeypatch.setattr(train, "_train_epoch", killed_in_epoch(3, real_epoch))
+    real_epoch = train.train_epoch
+    monkeypatch.setattr(train, "train_epoch", killed_in_epoch(3, real_epoch))
     with pytest.raises(KeyboardInterrupt):
         lmtie(capsys, *argv, "--results-dir", tmp_path / "old", corpus=corpus)
-    monkeypatch.setattr(train, "_train_epoch", real_epoch)
+    monkeypatch.setattr(train, "train_epoch", real_epoch)
     (keyed,) = private_cache.iterdir()
     legacy = private_cache / run_id  # the old layout, written as the old code wrote it
     legacy.mkdir()
@@ -400,8 +401,9 @@ def test_unwritable_folder_is_refused_before_training(corpus, tmp_path, monkeypa
                                                       flag):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder\n")
-    monkeypatch.setattr(train, "_train_epoch", lambda *a, **k: pytest.fail("trained"))
-    monkeypatch.setattr(train, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
+    monkeypatch.setattr(train, "train_epoch", lambda *a, **k: pytest.fail("trained"))
+    for module in (train, analysis):
+        monkeypatch.setattr(module, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
     folders = {"--results-dir": tmp_path / "R", "--checkpoint-dir": tmp_path / "C",
                flag: blocker / "sub"}
     refused(capsys, ["train", "--variant", "vd", "--epochs", "2",
@@ -413,7 +415,8 @@ def test_unwritable_checkpoint_folder_is_refused_before_test_evaluation(lab, cor
                                                                         monkeypatch, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder\n")
-    monkeypatch.setattr(train, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
+    for module in (train, analysis):
+        monkeypatch.setattr(module, "evaluate", lambda *a, **k: pytest.fail("evaluated"))
     refused(capsys, ["evaluate", lab / "runs" / VD, "--checkpoint-dir", blocker / "sub"],
             "cannot write to the checkpoint folder", corpus=corpus, unchanged=[tmp_path])
 

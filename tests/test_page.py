@@ -12,7 +12,7 @@ import pytest
 from matplotlib.text import Text
 from test_report import SMOKE, write_run
 
-from lmtie import claims, cli, figures, render, report, summary, tables
+from lmtie import claims, cli, figures, figures_spans, render, report, summary, tables
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -105,7 +105,7 @@ def test_figures_fit_the_page_and_read_at_9_points(page):
     ablations = report.read_table(page, "ablations")
     drawn = {"valid": figures.plot_valid_curves(metrics),
              "ablations": figures.plot_ablations(metrics, ablations),
-             "subspace": figures.plot_subspace_distance(tables.subspace_table(metrics)),
+             "subspace": figures_spans.plot_subspace_distance(tables.subspace_table(metrics)),
              "curve": figures.plot_learning_curve(metrics.iloc[:2], "x")}
     for name, fig in drawn.items():
         assert fig.get_figwidth() <= figures.PAGE_WIDTH_IN, name

@@ -2,6 +2,7 @@
 no training)."""
 
 import base64
+import dataclasses
 import math
 import os
 import shutil
@@ -13,7 +14,7 @@ import pytest
 from IPython.display import HTML, Markdown
 from PIL import Image as PILImage
 
-from lmtie import cli, figures, reference, render, report, runs, subspace, tables
+from lmtie import cli, figures, figures_spans, reference, render, report, runs, schema, tables
 from lmtie.config import Config, make_config, preset_configs
 
 SMOKE = {c.variant: c for c in preset_configs("smoke")}
@@ -33,25 +34,28 @@ def write_run(results: Path, config: Config, valid: list[float], test: float | N
     run_dir = results / "runs" / config.run_id
     runs.write_json(run_dir / "config.json", config.to_dict())
     runs.write_json(run_dir / "env.json", ENV)
-    runs.write_jsonl(run_dir / "metrics.jsonl", [
-        {"epoch": e, "lr": 1.0, "train_ce": math.log(v + 20), "train_aug_kl": 0.0,
-         "valid_ppl": v, "subspace_distance": None if distances is None else distances[e - 1],
-         "tokens_per_s": 1000.0, "elapsed_s": 10.0 * e} for e, v in enumerate(valid, 1)])
+    schema.write_metrics(run_dir, [schema.EpochRow(
+        epoch=e, lr=1.0, train_ce=math.log(v + 20), train_aug_kl=0.0, tokens_per_s=1000.0,
+        valid_ppl=v, valid_ppl_test_batch=None,
+        subspace_distance=None if distances is None else distances[e - 1],
+        target_entropy=None, elapsed_s=10.0 * e) for e, v in enumerate(valid, 1)])
     best = int(np.argmin(valid)) + 1
     if not config.valid_only:  # an ablation has no test-set numbers (train.finish)
-        runs.write_json(run_dir / "predictions.json", {
-            "run_id": config.run_id, "best_epoch": best, "n_tokens": 82_429,
-            "mean_p_unk": p_unk, "mean_target_rank": rank, "target_entropy": 9.0,
-            "uniform_entropy": math.log(10_000),
-            "phrases": [{"context": p["context"], "target": p["target"],
-                         "top10": top10(first_word)} for p in reference.PHRASES]})
-    runs.write_json(run_dir / "final.json", {
-        "run_id": config.run_id, "corpus": config.corpus, "size": config.size,
-        "variant": config.variant, "tied": config.tied, "alpha": config.alpha,
-        "tau": config.tau, "seed": config.seed, "n_params": 2_640_000 if config.tied else
-        4_650_000, "epochs_run": len(valid), "best_epoch": best, "valid_ppl": min(valid),
-        "test_ppl": test, "eval_batch_size": 20, "test_batch_size": 1,
-        "preset": config.preset, "wall_s": 10.0 * len(valid), "device": "cpu"})
+        schema.write_test_statistics(run_dir, schema.TestStatistics(
+            run_id=config.run_id, best_epoch=best, n_tokens=82_429,
+            mean_p_unk=p_unk, mean_target_rank=rank, target_entropy=9.0,
+            uniform_entropy=math.log(10_000), logit_std=None, target_logit_std=None,
+            logit_target_corr=None, mean_p_articles=None, mean_p_neighbours=None,
+            neighbours_k=None,
+            phrases=[{"context": p["context"], "target": p["target"],
+                      "top10": top10(first_word)} for p in reference.PHRASES]))
+    schema.write_final(run_dir, schema.FinalRecord(
+        run_id=config.run_id, corpus=config.corpus, size=config.size,
+        variant=config.variant, tied=config.tied, alpha=config.alpha,
+        tau=config.tau, seed=config.seed, n_params=2_640_000 if config.tied else
+        4_650_000, epochs_run=len(valid), best_epoch=best, valid_ppl=min(valid),
+        test_ppl=test, eval_batch_size=20, test_batch_size=1,
+        preset=config.preset, wall_s=10.0 * len(valid), device="cpu"))
     return run_dir
 
 
@@ -155,8 +159,7 @@ def test_missing_final_json_after_the_last_epoch_names_the_file_and_the_fix(resu
 def test_run_without_final_json_is_in_progress_and_claims_no_numbers(results):
     run_dir = results / "runs" / SMOKE["vd"].run_id
     (run_dir / "final.json").unlink()
-    rows = runs.read_jsonl(run_dir / "metrics.jsonl")
-    runs.write_jsonl(run_dir / "metrics.jsonl", rows[:1])  # killed during epoch 2
+    schema.write_metrics(run_dir, schema.read_metrics(run_dir)[:1])  # killed in epoch 2
     frame = report.load_runs(results, "smoke")
     row = frame[frame["run_id"] == SMOKE["vd"].run_id].iloc[0]
     assert row["status"] == "in progress (epoch 1 of 2)" and row["epochs_run"] == 1
@@ -164,7 +167,7 @@ def test_run_without_final_json_is_in_progress_and_claims_no_numbers(results):
     table = tables.table1_runs(frame)
     shown = table[table["run_id"] == SMOKE["vd"].run_id].iloc[0]
     assert pd.isna(shown["valid_ppl"]) and pd.isna(shown["test_diff"])
-    assert SMOKE["vd"].run_id not in set(tables.unk_rank(frame)["run_id"])
+    assert SMOKE["vd"].run_id not in set(tables.test_statistics(frame)["run_id"])
     assert len(report.load_metrics(frame)) == 3  # its curve so far is still shown
     (run_dir / "metrics.jsonl").write_text("")  # in its first epoch
     frame = report.load_runs(results, "smoke")
@@ -203,11 +206,11 @@ def test_metrics_and_subspace_table_carry_the_numbers(results):
     table = tables.subspace_table(metrics)  # untied runs only
     assert list(table["model"]) == ["VD-LSTM", "VD-LSTM"]
     assert list(table["subspace_distance"]) == [0.99, 0.97]
-    fig = figures.plot_subspace_distance(table)
+    fig = figures_spans.plot_subspace_distance(table)
     assert plotted(fig) == [[0.99, 0.97]]
     assert plotted(figures.plot_valid_curves(metrics)) == [[110.0, 90.0], [120.0, 100.0]]
     empty = tables.subspace_table(metrics[metrics["model"] == "+REAL"])  # tied: no distance
-    assert empty.empty and figures.plot_subspace_distance(empty) is None
+    assert empty.empty and figures_spans.plot_subspace_distance(empty) is None
     assert figures.plot_valid_curves(metrics.iloc[0:0]) is None
 
 
@@ -242,7 +245,7 @@ def test_tables_survive_csv_round_trip(results, tmp_path):
 
 def test_unk_rank_and_provenance(results):
     frame = report.load_runs(results, "smoke")
-    numbers = tables.unk_rank(frame).set_index("model")
+    numbers = tables.test_statistics(frame).set_index("model")
     assert numbers.loc["VD-LSTM", "mean_p_unk"] == 0.06
     assert numbers.loc["+REAL", "mean_target_rank"] == 100.0
     assert numbers.loc["+REAL", "target_entropy"] == 9.0
@@ -277,11 +280,12 @@ def test_decisions_and_figure1_section(tmp_path):
     assert 'alt="Figure 1b over training"' in render.figure1(tmp_path)[0].data
     os.link(tmp_path / "figures" / "figure1a.png", tmp_path / "figures" / "figure1_convergence.png")
     assert 'alt="β = 1, τ = 10 trained longer"' in render.figure1(tmp_path)[-1].data
-    point = {c: 0.0 for c in subspace.COLUMNS} | {
-        "beta": 1.0, "tau": 10.0, "seed": 1, "slice_start": 0, "epochs": 20,
-        "final_distance": 0.8, "distance_per_epoch": "[]", "loss_per_epoch": "[]",
-        "centred_distance_per_epoch": "[]", "setup": "{}"}
-    subspace.write_rows(subspace.csv_path(tmp_path, "both"), [point])
+    point = schema.Figure1Row(
+        beta=1.0, tau=10.0, seed=1, slice_start=0, epochs=20, final_loss=0.0, final_ce=0.0,
+        final_aug_kl=0.0, initial_distance=0.0, final_distance=0.8, final_residual=0.0,
+        wall_s=0.0, distance_per_epoch=[], centred_distance_per_epoch=[], loss_per_epoch=[],
+        setup={})
+    schema.write_figure1_rows(schema.figure1_path(tmp_path, "both"), [point])
     table, images = render.figure1(tmp_path)  # the table of final distances comes first
     assert images.data.count("<img") == 4 and list(table.data["figure"]) == ["1a", "1b"]
     assert list(table.data["paper"]) == [0.06, 0.06] and "0.800" in table.to_html()
@@ -368,16 +372,19 @@ def test_ablations_section_shows_table_and_figure_or_how_to_make_one(results):
 
 def test_augmented_figure_draws_the_runs_that_train_with_it(results):
     real = SMOKE["real"]
-    rows = runs.read_jsonl(results / "runs" / real.run_id / "metrics.jsonl")
-    runs.write_jsonl(results / "runs" / real.run_id / "metrics.jsonl", [
-        {**row, "train_aug_kl": kl, "target_entropy": h}
-        for row, kl, h in zip(rows, (0.01, 0.02), (9.1, 9.0), strict=True)])
+    real_dir = results / "runs" / real.run_id
+    schema.write_metrics(real_dir, [
+        dataclasses.replace(row, train_aug_kl=kl, target_entropy=h)
+        for row, kl, h in zip(schema.read_metrics(real_dir), (0.01, 0.02), (9.1, 9.0),
+                              strict=True)])
     write_run(results, real.replace(tau=10.0, preset="smoke-tau10"), [100.0], 95.0)
     tau10 = results / "runs" / real.replace(tau=10.0, preset="smoke-tau10").run_id
-    runs.write_jsonl(tau10 / "metrics.jsonl", [  # made before target_entropy was recorded
-        {**runs.read_jsonl(tau10 / "metrics.jsonl")[0], "train_aug_kl": 0.1}])
+    legacy = {k: v for k, v in schema.read_metrics(tau10)[0].to_dict().items()  # version 1:
+              if k not in ("schema_version", "target_entropy", "valid_ppl_test_batch")}
+    runs.write_jsonl(tau10 / "metrics.jsonl", [{**legacy, "train_aug_kl": 0.1}])
     all_runs = report.load_runs(results)
-    fig = figures.plot_augmented(report.load_metrics(all_runs), tables.ablations(all_runs, "smoke"))
+    fig = figures_spans.plot_augmented(report.load_metrics(all_runs),
+                                       tables.ablations(all_runs, "smoke"))
     kl_ax, entropy_ax = fig.axes
     assert {line.get_label(): list(line.get_ydata()) for line in kl_ax.lines} == {
         "+REAL (base)": [0.01, 0.02], "τ 10": [0.1]}  # not VD-LSTM
@@ -387,7 +394,7 @@ def test_augmented_figure_draws_the_runs_that_train_with_it(results):
     note = entropy_ax.get_xlabel()  # the missing series is named, with the reason
     assert "τ 10" in note and "older than the entropy field" in note and "base" not in note
     vd_only = report.load_runs(results, "smoke").query("variant == 'vd'")
-    assert figures.plot_augmented(report.load_metrics(vd_only), tables.ablations(
+    assert figures_spans.plot_augmented(report.load_metrics(vd_only), tables.ablations(
         all_runs, "smoke")) is None
 
 

@@ -1,20 +1,20 @@
 """The +REAL study's verdict and evaluation tables from hand-written run files."""
 
-import json
 import math
 
 import pandas as pd
 import pytest
 
-from lmtie import runs, study
+from lmtie import runs, schema, study
 from lmtie.config import make_config
 
 
 def write_curve(root, run_id, valid, test_batch=None):
-    rows = [{"epoch": e, "train_ce": 5.0, "valid_ppl": v, "subspace_distance": None,
-             **({"valid_ppl_test_batch": test_batch[e - 1]} if test_batch else {})}
-            for e, v in enumerate(valid, 1)]
-    runs.write_jsonl(root / "runs" / run_id / "metrics.jsonl", rows)
+    schema.write_metrics(root / "runs" / run_id, [schema.EpochRow(
+        epoch=e, lr=1.0, train_ce=5.0, train_aug_kl=0.0, tokens_per_s=1.0, valid_ppl=v,
+        valid_ppl_test_batch=test_batch[e - 1] if test_batch else None,
+        subspace_distance=None, target_entropy=None, elapsed_s=1.0)
+        for e, v in enumerate(valid, 1)])
 
 
 def write_run(root, run_id, test_ppl, valid_ppl=100.0, **settings):
@@ -94,23 +94,24 @@ def test_curves_and_batch_ratio(results):
 
 
 def test_evaluation_rows_from_diagnostics(results):
-    entry = {"epoch": 7, "checkpoint": "last",
-             "valid_ppl_by_batch": {"1": 100.0, "10": 101.0, "20": 102.0},
-             "valid_ppl_state_reset": 130.0,
-             "batch1": {"best_temperature": 1.25,
-                        "perplexity_by_temperature": {"1": 100.0, "1.25": 97.0},
-                        "rank": {"median": 4.0, "share_top10": 0.6},
-                        "tail": {"nll_share_worst0.01": 0.05},
-                        "calibration": {"mean_confidence": 0.4, "top1_accuracy": 0.3}}}
-    path = results / "runs" / study.FAITHFUL / "diagnostics.json"
-    path.write_text(json.dumps({"run_id": study.FAITHFUL, "entries": [entry]}))
+    entry = schema.DiagnosticsEntry(
+        epoch=7, checkpoint="last", valid_ppl_by_batch={"1": 100.0, "10": 101.0, "20": 102.0},
+        valid_ppl_state_reset=130.0,
+        batch1={"best_temperature": 1.25,
+                "perplexity_by_temperature": {"1": 100.0, "1.25": 97.0},
+                "rank": {"median": 4.0, "share_top10": 0.6},
+                "tail": {"nll_share_worst0.01": 0.05},
+                "calibration": {"mean_confidence": 0.4, "top1_accuracy": 0.3}})
+    schema.write_diagnostics(results / "runs" / study.FAITHFUL,
+                             schema.Diagnostics(study.FAITHFUL, [entry]))
     row = study.evaluation(results).iloc[0]
     assert row["run_id"] == study.FAITHFUL and row["epoch"] == 7
     assert row["batch20_over_batch1"] == pytest.approx(1.02)
     assert row["valid_ppl_best_temperature"] == 97.0 and row["mean_confidence"] == 0.4
     assert math.isnan(row["chunk_ppl_min"])  # measured before the stream was cut in pieces
-    entry["batch1"]["chunks"] = [120.0, 80.0, 95.0]
-    path.write_text(json.dumps({"run_id": study.FAITHFUL, "entries": [entry]}))
+    entry.batch1["chunks"] = [120.0, 80.0, 95.0]
+    schema.write_diagnostics(results / "runs" / study.FAITHFUL,
+                             schema.Diagnostics(study.FAITHFUL, [entry]))
     row = study.evaluation(results).iloc[0]
     assert (row["chunk_ppl_min"], row["chunk_ppl_max"]) == (80.0, 120.0)
 

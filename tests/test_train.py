@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from lmtie import analysis, data, evaluation, runs, train
+from lmtie import analysis, data, evaluation, runs, schema, train
 from lmtie.config import make_config
 from lmtie.data import batchify
 from lmtie.model import RNNLM
@@ -79,7 +79,7 @@ def test_run_files_and_same_seed_is_identical(tmp_path, tiny_ptb):
     assert final["best_epoch"] == 1 + [r["valid_ppl"] for r in rows_a].index(final["valid_ppl"])
     assert math.isfinite(final["test_ppl"]) and final["test_batch_size"] == 1
     assert final["tied"] and final["alpha"] == pytest.approx(13.0)
-    predictions = runs.read_json(run_a / "predictions.json")
+    predictions = schema.read_test_statistics(run_a).to_dict()
     assert len(predictions["phrases"]) == 4 and len(predictions["phrases"][0]["top10"]) == 10
     assert 1 <= predictions["mean_target_rank"] <= final["n_params"]
     assert 0 < predictions["target_entropy"] < predictions["uniform_entropy"]
@@ -94,7 +94,7 @@ def test_run_files_and_same_seed_is_identical(tmp_path, tiny_ptb):
         probs = torch.softmax(wh[:, 0].double(), -1)
     assert predictions["mean_p_articles"] == pytest.approx(
         probs[:, articles].sum(1).mean().item(), rel=1e-5)
-    assert predictions["neighbours_k"] == train.NEIGHBOURS
+    assert predictions["neighbours_k"] == analysis.NEIGHBOURS
     assert 0 < predictions["mean_p_neighbours"] < 1
     env = runs.read_json(run_a / "env.json")
     assert env["torch"] == torch.__version__ and env["device"] == "cpu"
@@ -119,8 +119,9 @@ def test_frozen_target_builds_the_target_from_the_epochs_first_weights(tiny_ptb,
         start = model.embedding.weight.detach().clone()
         optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
         seen.clear()
-        train._train_epoch(model, optimizer, batchify(corpus.train, config.batch_size), config,
-                           torch.Generator().manual_seed(0), "test", progress=False)
+        step = train.sgd_step(model, optimizer, config, torch.Generator().manual_seed(0))
+        train.train_epoch(model, batchify(corpus.train, config.batch_size), config.bptt, step,
+                          max_batches=config.max_batches)
         assert len(seen) == 4 and not torch.equal(model.embedding.weight, start)
         if frozen:
             assert all(torch.equal(lt, start) for lt in seen)
@@ -132,12 +133,15 @@ def test_valid_only_run_touches_no_test_data(tmp_path, tiny_ptb, monkeypatch):
     config = tiny_config(epochs=1, output_bias=True, valid_only=True)
     evaluated = []
     real_evaluate = train.evaluate
-    monkeypatch.setattr(train, "evaluate", lambda model, data, *a, **k: (
-        evaluated.append((data.shape[1], data.numel())), real_evaluate(model, data, *a, **k))[1])
+    for module in (train, analysis):  # the validation and the numbers of each epoch
+        monkeypatch.setattr(module, "evaluate", lambda model, data, *a, **k: (
+            evaluated.append((data.shape[1], data.numel())),
+            real_evaluate(model, data, *a, **k))[1])
     run_dir = fit(config, tmp_path, tiny_ptb)
     final = runs.read_json(run_dir / "final.json")
     assert final["test_ppl"] is None and math.isfinite(final["valid_ppl"])
-    assert not (run_dir / "predictions.json").exists()
+    assert not (run_dir / schema.TEST_STATISTICS).exists()
+    assert not (run_dir / schema.LEGACY_TEST_STATISTICS).exists()
     valid = data.Corpus("ptb", tiny_ptb).valid
     # the validation stream at the validation and at the test batch, never the test stream
     assert evaluated == [(b, batchify(valid, b).numel())
@@ -147,7 +151,7 @@ def test_valid_only_run_touches_no_test_data(tmp_path, tiny_ptb, monkeypatch):
 def test_kill_and_resume_equals_uninterrupted(tmp_path, tiny_ptb, monkeypatch):
     config = tiny_config("al")
     whole = fit(config, tmp_path / "whole", tiny_ptb)
-    real_epoch, calls = train._train_epoch, []
+    real_epoch, calls = train.train_epoch, []
 
     def dies_in_epoch_3(*args, **kwargs):
         calls.append(1)
@@ -155,10 +159,10 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, tiny_ptb, monkeypatch):
             raise KeyboardInterrupt  # the process is killed mid-epoch
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(train, "_train_epoch", dies_in_epoch_3)
+    monkeypatch.setattr(train, "train_epoch", dies_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         fit(config, tmp_path / "killed", tiny_ptb)
-    monkeypatch.setattr(train, "_train_epoch", real_epoch)
+    monkeypatch.setattr(train, "train_epoch", real_epoch)
     killed_dir = tmp_path / "killed" / "runs" / config.run_id
     assert len(runs.read_jsonl(killed_dir / "metrics.jsonl")) == 2
     with pytest.raises(ValueError, match="--resume"):
@@ -201,11 +205,6 @@ def test_nan_guard_keeps_last_good_checkpoint(tmp_path, tiny_ptb, monkeypatch):
 
 
 def test_bad_inputs(tmp_path, tiny_ptb):
-    with pytest.raises(ValueError, match="cpu"):
-        train.resolve_device("tpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="no CUDA"):
-            train.resolve_device("cuda")
     with pytest.raises(FileNotFoundError, match="lmtie data download"):
         fit(tiny_config(), tmp_path, tmp_path / "nowhere")
     (tmp_path / "bad.json").write_text("{oops")

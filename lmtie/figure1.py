@@ -1,0 +1,280 @@
+"""Sec. 6.2 / Figure 1: the subspace distance between Lᵀ and W as the augmented loss takes over.
+
+A 2-layer LSTM, untied W, trained on a random contiguous 20,000-token slice of PTB train with no
+dropout or weight decay, every word vector (row of Lᵀ) renormalised to unit norm after each
+update, on eq. 6.1 per token: ``β · τ²|V| · J^aug + (1 − β) · J`` (J^aug = ``augmented_kl``,
+J = CE); distance(span Lᵀ, span W) (Decision S1) after every epoch. Figure 1a sweeps β at
+τ = 10, 1b τ at β = 1 (:data:`lmtie.schema.SWEEPS`). Each run trains through Table 1's
+epoch loop (:func:`lmtie.train.train_epoch`) with its own step; its row
+(:class:`lmtie.schema.Figure1Row`) is appended to the sweep's table as it finishes, so a
+sweep resumes. The choices where the paper is silent (optimiser, batch, epoch budget,
+precision) and why: ``docs/figure1.md``. The summaries and figures are on the report side
+(:mod:`lmtie.report`, :mod:`lmtie.figures_spans`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import multiprocessing
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lmtie import schema
+from lmtie.analysis import centred_subspace_distance, projection_residual, subspace_distance
+from lmtie.config import make_config
+from lmtie.data import Corpus, batchify
+from lmtie.device import resolve_device
+from lmtie.loss import augmented_kl
+from lmtie.model import RNNLM, State
+from lmtie.schema import CONVERGENCE_EPOCHS, SWEEPS, Figure1Row, figure1_path, point_of
+from lmtie.train import train_epoch
+
+SMOKE = {"slice_tokens": 2_000, "hidden_size": 16, "epochs": 2}
+
+
+@dataclass(frozen=True)
+class Figure1Setup:
+    """Everything of a Sec. 6.2 run except (β, τ, seed). Units: tokens, epochs; ``lr`` per step
+    of the per-token mean loss; ``clip_norm`` the global L2 norm of that loss's gradient;
+    ``epochs`` the fixed budget of every run (``docs/figure1.md``).
+
+    Raises:
+        ValueError: unknown optimiser, or sizes/epochs/lr that are not positive.
+    """
+
+    slice_tokens: int = 20_000
+    hidden_size: int = 300
+    num_layers: int = 2
+    batch_size: int = 5
+    bptt: int = 35
+    init_range: float = 0.1
+    optimizer: str = "adam"  # adam | sgd
+    lr: float = 1e-3
+    clip_norm: float = 5.0
+    epochs: int = 20
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
+        sizes = ("slice_tokens", "hidden_size", "num_layers", "batch_size", "bptt", "epochs")
+        bad = [n for n in sizes if getattr(self, n) <= 0]
+        if bad or min(self.lr, self.clip_norm, self.init_range) <= 0:
+            raise ValueError(f"{bad or 'lr, clip_norm, init_range'} must be positive")
+
+    def to_dict(self) -> dict:
+        """Every field (a row's ``setup``; a resumed sweep compares it)."""
+        return dataclasses.asdict(self)
+
+
+def default_epochs(sweep: str) -> int:
+    """The epoch budget of a sweep's runs: ``CONVERGENCE_EPOCHS`` for ``"convergence"``, else
+    ``Figure1Setup``'s (20)."""
+    return CONVERGENCE_EPOCHS if sweep == "convergence" else Figure1Setup.epochs
+
+
+def random_slice(ids: Tensor, n_tokens: int, seed: int) -> tuple[Tensor, int]:
+    """A contiguous ``(n_tokens,)`` slice of ``ids`` ``(N,)`` at a start drawn from ``seed``.
+
+    Returns the slice and its start index. Raises: ValueError if ``n_tokens > N``.
+    Paper: Sec. 6.2 ("a random contiguous 20,000-word slice of the PTB train set").
+    """
+    if not 0 < n_tokens <= ids.numel():
+        raise ValueError(f"slice of {n_tokens} tokens from a stream of {ids.numel()}; "
+                         "choose 0 < slice_tokens <= the training-set size")
+    generator = torch.Generator().manual_seed(seed)
+    start = int(torch.randint(0, ids.numel() - n_tokens + 1, (1,), generator=generator))
+    return ids[start:start + n_tokens], start
+
+
+def normalise_rows_(weight: Tensor) -> None:
+    """Unit-norm every word vector (row of Lᵀ), in place. Paper: Sec. 6.2."""
+    with torch.no_grad():
+        weight.div_(weight.norm(dim=1, keepdim=True).clamp_min(1e-12))
+
+
+def _eq61_step(model: RNNLM, optimizer: torch.optim.Optimizer, beta: float, tau: float,
+               clip_norm: float) -> Callable[[Tensor, Tensor, State], tuple[Tensor, State]]:
+    """The :data:`lmtie.train.Step` of eq. 6.1: per-token ``(1 − β) J + β τ²|V| J^aug``,
+    clipping, the optimiser's step and the unit-norm rows of Lᵀ; logs (J^tot, J, J^aug) per
+    token × tokens (J^aug NaN at β = 0)."""
+    lt = model.embedding.weight
+    params = [p for p in model.parameters() if p.requires_grad]
+    vocab_size = lt.shape[0]
+    scale = beta * tau**2 * vocab_size  # eq. 6.1: β · τ²|V|
+
+    def step(inputs: Tensor, targets: Tensor, state: State) -> tuple[Tensor, State]:
+        state = tuple(s.detach() for s in state)  # truncated BPTT, state carried
+        wh, state = model(inputs, state)  # masks=None: no dropout, fused LSTM
+        wh, targets = wh.reshape(-1, vocab_size), targets.reshape(-1)
+        with torch.set_grad_enabled(beta < 1):  # at β = 1, J is only logged
+            ce = F.cross_entropy(wh + model.bias, targets)
+        objective = (1.0 - beta) * ce if beta < 1 else torch.zeros_like(ce)
+        aug = torch.full_like(ce, math.nan)
+        if beta > 0:  # float32 holds: augmented_kl avoids the KL's cancellation
+            aug = augmented_kl(wh, targets, lt, tau)
+            objective = objective + scale * aug
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        torch.nn.utils.clip_grad_norm_(params, clip_norm)
+        optimizer.step()
+        normalise_rows_(lt)
+        return torch.stack([objective, ce, aug]).detach() * targets.numel(), state
+    return step
+
+
+def train_point(ids: Tensor, vocab_size: int, beta: float, tau: float, seed: int,
+                setup: Figure1Setup = Figure1Setup(), device: str | torch.device = "cpu"
+                ) -> Figure1Row:
+    """Train one Sec. 6.2 model on a random slice of ``ids`` and return its row.
+
+    Args:
+        ids: ``(N,)`` int64 training stream (PTB train); a slice of ``setup.slice_tokens``.
+        vocab_size: V (the model's vocabulary; every id < V).
+        beta: weight in [0, 1] of the augmented term (eq. 6.1). tau: temperature > 0.
+        seed: slice start and initialisation (there is no dropout).
+
+    Returns:
+        The run's :class:`lmtie.schema.Figure1Row`.
+
+    Raises:
+        ValueError: β outside [0, 1], τ ≤ 0, or a slice longer than ``ids``.
+        FloatingPointError: the training loss became NaN/inf.
+
+    Paper: Sec. 6.2, eq. 6.1, Figure 1.
+    """
+    if not 0.0 <= beta <= 1.0 or tau <= 0:
+        raise ValueError(f"need 0 <= beta <= 1 and tau > 0, got beta={beta}, tau={tau}")
+    start_time = time.perf_counter()
+    dev = torch.device(device)
+    tokens, slice_start = random_slice(ids, setup.slice_tokens, seed)
+    data = batchify(tokens, setup.batch_size).to(dev)
+    torch.manual_seed(seed)
+    config = make_config("ptb", "small", "vd", embedding_dim=setup.hidden_size,
+                         hidden_size=setup.hidden_size, num_layers=setup.num_layers,
+                         dropout=0.0, init_range=setup.init_range, seed=seed)
+    model = RNNLM(vocab_size, config).to(dev)
+    lt, w = model.embedding.weight, model.projection.weight  # Lᵀ (V, D), W (V, H): untied
+    normalise_rows_(lt)
+    params = [p for p in model.parameters() if p.requires_grad]
+    # fused: one kernel over each parameter instead of ~10 passes (46 -> ~10 ms a step here)
+    optimizer = (torch.optim.Adam(params, lr=setup.lr, weight_decay=0.0, fused=True)
+                 if setup.optimizer == "adam" else torch.optim.SGD(params, lr=setup.lr))
+    step = _eq61_step(model, optimizer, beta, tau, setup.clip_norm)
+    initial = subspace_distance(lt, w)
+    distances: list[float] = []
+    centred: list[float] = []
+    losses: list[float] = []
+    for epoch in range(1, setup.epochs + 1):
+        try:
+            (loss, ce_mean, aug_mean), _ = train_epoch(model, data, setup.bptt, step)
+        except FloatingPointError as err:
+            raise FloatingPointError(f"{err} in epoch {epoch} (beta={beta}, tau={tau}, "
+                                     f"seed={seed}); lower the lr") from err
+        losses.append(loss)
+        distances.append(subspace_distance(lt, w))
+        centred.append(centred_subspace_distance(lt, w))
+    return Figure1Row(
+        beta=beta, tau=tau, seed=seed, slice_start=slice_start, epochs=len(losses),
+        final_loss=loss, final_ce=ce_mean,
+        final_aug_kl=None if math.isnan(aug_mean) else aug_mean,
+        initial_distance=initial, final_distance=distances[-1],
+        final_residual=projection_residual(lt, w), wall_s=time.perf_counter() - start_time,
+        distance_per_epoch=distances, centred_distance_per_epoch=centred,
+        loss_per_epoch=losses, setup=setup.to_dict())
+
+
+def sweep_points(sweep: str = "both", seeds: int = 3) -> list[tuple[float, float, int]]:
+    """(β, τ, seed) of Figure 1a (``"a"``), 1b (``"b"``), both (the shared point β = 1,
+    τ = 10 once) or ``"convergence"``, seeds 1..``seeds``, seed-major (a cut-short sweep has
+    whole curves).
+
+    Raises: ValueError for an unknown sweep or ``seeds < 1``. Paper: Sec. 6.2, Figure 1a/b.
+    """
+    if sweep not in (*SWEEPS, "both") or seeds < 1:
+        raise ValueError(f"sweep must be one of {(*SWEEPS, 'both')} and seeds >= 1, got "
+                         f"{sweep!r}, {seeds}")
+    pairs = list(dict.fromkeys(SWEEPS["a"] + SWEEPS["b"] if sweep == "both" else SWEEPS[sweep]))
+    return [(beta, tau, seed) for seed in range(1, seeds + 1) for beta, tau in pairs]
+
+
+def _unordered(function: Callable[..., Figure1Row], calls: list[tuple], jobs: int
+               ) -> Iterator[Figure1Row]:
+    """``function(*args)`` for each ``args`` of ``calls``, yielded as each finishes: here when
+    ``jobs`` is 1, else in ``jobs`` spawned processes with this process's torch thread count
+    (spawn, not fork: a forked OpenMP runtime can hang)."""
+    if jobs == 1:
+        yield from (function(*args) for args in calls)
+        return
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=torch.set_num_threads,
+                               initargs=(torch.get_num_threads(),))
+    try:
+        for future in as_completed([pool.submit(function, *args) for args in calls]):
+            yield future.result()
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def run_sweep(ids: Tensor, vocab_size: int, points: list[tuple[float, float, int]],
+              path: str | Path, setup: Figure1Setup = Figure1Setup(),
+              device: str | torch.device = "cpu", progress: bool = False, jobs: int = 1
+              ) -> list[Figure1Row]:
+    """Train every (β, τ, seed) of ``points`` not yet in the table at ``path``
+    (:func:`lmtie.schema.read_figure1_rows`), ``jobs`` at a time (separate processes); the
+    table is rewritten as each run finishes (atomically, by this process only), so an
+    interrupted sweep resumes. Returns all rows of the table.
+
+    Raises:
+        ValueError: ``jobs < 1``; the table holds runs of another ``setup`` (use another
+            results dir), or as ``train_point``.
+
+    Paper: Sec. 6.2 ("each point averaged over 10 runs"; we use fewer, see the CLI).
+    """
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    rows = schema.read_figure1_rows(path)
+    other = [r.setup for r in rows if r.setup != setup.to_dict()]
+    if other:
+        raise ValueError(f"{path} holds runs of another setup ({other[0]}); pass "
+                         "another --results-dir, or delete the table to start again")
+    done = {(*point_of(r), r.seed) for r in rows}
+    todo = [p for p in points if (round(p[0], 6), round(p[1], 6), p[2]) not in done]
+    calls = [(ids, vocab_size, beta, tau, seed, setup, device) for beta, tau, seed in todo]
+    for i, row in enumerate(_unordered(train_point, calls, jobs), 1):
+        rows.append(row)
+        schema.write_figure1_rows(path, rows)
+        if progress:
+            print(f"[{i}/{len(todo)}] beta={row.beta:g} tau={row.tau:g} seed={row.seed}: "
+                  f"distance {row.initial_distance:.3f} -> {row.final_distance:.3f} in "
+                  f"{row.epochs} epochs, {row.wall_s:.0f} s", flush=True)
+    return rows
+
+
+def run_experiment(sweep: str = "both", seeds: int = 3, results_dir: str | Path = "results",
+                   setup: Figure1Setup = Figure1Setup(), device: str = "auto",
+                   data_dir: str | Path | None = None, progress: bool = True, jobs: int = 1
+                   ) -> list[Figure1Row]:
+    """Run (resuming) the Figure 1 sweep on PTB train into its table under ``results_dir``
+    (:func:`lmtie.schema.figure1_path`). Returns all rows of that table; the figures are
+    :func:`lmtie.figures_spans.draw_figure1`'s.
+
+    Raises:
+        ValueError: bad sweep/seeds/device/setup; FileNotFoundError: PTB is missing (the
+            message says how to get it).
+
+    Paper: Sec. 6.2, Figure 1. Time: (number of points × seeds) × the time of one run /
+    ``jobs`` (one process per job; with one torch thread each on a 2-core CPU, ``jobs=2``).
+    """
+    points = sweep_points(sweep, seeds)
+    dev = resolve_device(device)
+    corpus = Corpus("ptb", data_dir)
+    return run_sweep(corpus.train, len(corpus.vocab), points,
+                     figure1_path(results_dir, sweep), setup, dev, progress, jobs)

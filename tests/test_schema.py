@@ -1,0 +1,111 @@
+"""lmtie.schema: every run file through its record, versions, and migration on read of the
+files written before versions (version 1)."""
+
+import csv
+import io
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from lmtie import runs, schema
+from lmtie.schema import EpochRow, Figure1Row, SchemaError
+
+ROW = EpochRow(epoch=1, lr=1.0, train_ce=5.0, train_aug_kl=0.1, tokens_per_s=100.0,
+               valid_ppl=150.0, valid_ppl_test_batch=151.0, subspace_distance=None,
+               target_entropy=9.0, elapsed_s=10.0)
+COMMITTED = Path(__file__).resolve().parents[1] / "results"
+
+
+def test_records_round_trip_with_their_version(tmp_path):
+    schema.write_metrics(tmp_path, [ROW, replace(ROW, epoch=2)])
+    line = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert line["schema_version"] == EpochRow.VERSION == 2
+    assert schema.read_metrics(tmp_path) == [ROW, replace(ROW, epoch=2)]
+    entry = schema.DiagnosticsEntry(epoch=3, checkpoint="last", valid_ppl_by_batch={"1": 2.0},
+                                    valid_ppl_state_reset=3.0, batch1={"n_tokens": 4})
+    schema.write_diagnostics(tmp_path, schema.Diagnostics("r", [entry]))
+    assert schema.read_diagnostics(tmp_path, "r").entries == [entry]
+    assert schema.read_diagnostics(tmp_path / "none", "r") == schema.Diagnostics("r")
+
+
+def test_version_1_rows_read_with_none_for_later_fields(tmp_path):
+    old = {k: v for k, v in ROW.to_dict().items()
+           if k not in ("schema_version", "target_entropy", "valid_ppl_test_batch")}
+    runs.write_jsonl(tmp_path / "metrics.jsonl", [old])
+    [row] = schema.read_metrics(tmp_path)
+    assert row.target_entropy is None and row.valid_ppl_test_batch is None
+    assert row.valid_ppl == 150.0
+    runs.write_jsonl(tmp_path / "metrics.jsonl", [{**old, "schema_version": 2}])
+    with pytest.raises(SchemaError, match=r"missing.*target_entropy"):  # v2 always has it
+        schema.read_metrics(tmp_path)
+
+
+def test_newer_versions_and_unknown_fields_are_refused(tmp_path):
+    runs.write_jsonl(tmp_path / "metrics.jsonl", [{**ROW.to_dict(), "schema_version": 9}])
+    with pytest.raises(SchemaError, match=r"metrics\.jsonl:1: schema version 9.*update lmtie"):
+        schema.read_metrics(tmp_path)
+    runs.write_jsonl(tmp_path / "metrics.jsonl", [{**ROW.to_dict(), "colour": "red"}])
+    with pytest.raises(SchemaError, match=r"unknown fields.*colour"):
+        schema.read_metrics(tmp_path)
+
+
+def test_predictions_json_is_read_as_version_1_test_statistics(tmp_path):
+    old = {"run_id": "r", "best_epoch": 2, "phrases": [], "mean_p_unk": 0.05,
+           "mean_target_rank": 100.0, "n_tokens": 10}  # as the first runs wrote it
+    runs.write_json(tmp_path / "predictions.json", old)
+    statistics = schema.read_test_statistics(tmp_path)
+    assert statistics.mean_p_unk == 0.05 and statistics.logit_std is None
+    schema.write_test_statistics(tmp_path, replace(statistics, logit_std=1.0))
+    assert not (tmp_path / "predictions.json").exists()  # migrated
+    assert schema.read_test_statistics(tmp_path).logit_std == 1.0
+
+
+def legacy_csv(path: Path, rows: list[Figure1Row], centred: bool) -> None:
+    """A Figure 1 table as version 1 wrote it: CSV, JSON text in cells, nan for no J^aug."""
+    columns = [c for c in rows[0].to_dict() if c != "schema_version"
+               and (centred or c != "centred_distance_per_epoch")]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        values = row.to_dict()
+        writer.writerow({c: json.dumps(values[c], sort_keys=True, separators=(",", ":"))
+                         if isinstance(values[c], list | dict) else
+                         (math.nan if values[c] is None else values[c]) for c in columns})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(out.getvalue())
+
+
+@pytest.mark.parametrize("centred", [True, False])
+def test_figure1_csv_of_version_1_reads_and_migrates(tmp_path, centred):
+    row = Figure1Row(beta=0.0, tau=10.0, seed=1, slice_start=5, epochs=2, final_loss=4.0,
+                     final_ce=4.0, final_aug_kl=None, initial_distance=0.98,
+                     final_distance=0.97, final_residual=0.9, wall_s=3.0,
+                     distance_per_epoch=[0.975, 0.97], centred_distance_per_epoch=[0.5, 0.4],
+                     loss_per_epoch=[4.5, 4.0], setup={"epochs": 2, "hidden_size": 16})
+    path = schema.figure1_path(tmp_path, "both")
+    legacy_csv(path.with_suffix(".csv"), [row], centred)
+    [read] = schema.read_figure1_rows(path)
+    assert read == (row if centred else replace(row, centred_distance_per_epoch=[]))
+    schema.write_figure1_rows(path, [read])
+    assert path.is_file() and not path.with_suffix(".csv").exists()
+    assert schema.read_figure1_rows(path) == [read]
+
+
+@pytest.mark.skipif(not (COMMITTED / "runs").is_dir(), reason="no committed results")
+def test_committed_run_files_load():
+    """Every run file committed under results/ reads through its record."""
+    for run_dir in sorted((COMMITTED / "runs").iterdir()):
+        if (run_dir / "metrics.jsonl").is_file():
+            assert schema.read_metrics(run_dir), run_dir
+        if (run_dir / "final.json").is_file():
+            assert schema.read_final(run_dir).run_id == run_dir.name
+        if schema.test_statistics_path(run_dir).is_file():
+            assert schema.read_test_statistics(run_dir).phrases
+        schema.read_diagnostics(run_dir, run_dir.name)
+    for sweep in ("both", "convergence"):
+        rows = schema.read_figure1_rows(schema.figure1_path(COMMITTED, sweep))
+        assert rows and all(r.setup["hidden_size"] == 300 for r in rows)
