@@ -1,7 +1,7 @@
 """The claims ledger: every checkable claim of Sec. 6.3-6.4, checked on our runs across seeds.
 
 A claim compares two variants of one (corpus, size) cell on one number of their finished
-full-schedule runs (test perplexity, or a test-set statistic of ``predictions.json``). Runs of
+full-schedule runs (test perplexity, or a test-set statistic of ``test_statistics.json``). Runs of
 the two variants are paired by seed; the ledger gives the per-seed differences, their mean ±
 sample standard deviation, a one-sided paired t-test (``scipy.stats.ttest_rel``; n ≥ 2) and
 the status: **holds** (the paper's direction in every seed), **fails** (the other direction in
@@ -24,7 +24,7 @@ from lmtie.tables import GAP_TOLERANCE
 
 LEDGER_COLUMNS = ["corpus", "size", "claim", "number", "status", "n", "per_seed", "mean_diff",
                   "std_diff", "p_value", "paper", "command"]
-# Sec. 6.4, +REAL against VD-LSTM: (field of predictions.json, lower is the claim, wording)
+# Sec. 6.4, +REAL against VD-LSTM: (field of test_statistics.json, lower is the claim, wording)
 MASS_CLAIMS = (
     ("mean_p_unk", True, "less mass to <unk>"),
     ("mean_p_articles", True, "less mass to a/an/the"),
@@ -72,7 +72,7 @@ def ledger(runs_frame: pd.DataFrame, schedule: str = "full") -> pd.DataFrame:
     """Every claim of every Table 1 cell (``LEDGER_COLUMNS``), from a ``report.load_runs``
     frame: the finished runs whose ``preset`` is ``schedule`` count ("full": the paper's
     schedule; "smoke" for the smoke preset), any seed; ablations never do. ``number`` is
-    what is compared (``test_ppl`` or a ``predictions.json`` field);
+    what is compared (``test_ppl`` or a ``test_statistics.json`` field);
     ``mean_diff`` = mean over seeds of (first − second variant); ``command`` says how to
     make the missing runs of a claim that is not testable here.
 

@@ -192,11 +192,16 @@ def qualitative_sections(long: pd.DataFrame) -> list[Markdown | Styler]:
     return sections
 
 
-def decisions_markdown() -> Markdown:
-    """The project's Decisions (docs/paper.md §2, §4, §6) as a markdown list, numbers read from the
-    presets (:func:`lmtie.config.make_config`), so the text cannot drift from the code.
+DECISIONS = Path(__file__).resolve().parents[1] / "docs" / "decisions.md"
 
-    Raises: nothing.
+
+def decisions_markdown() -> Markdown:
+    """The project's Decisions (docs/paper.md §2, §4, §6) as a markdown list: the text of
+    ``docs/decisions.md`` (one line per Decision, ``{placeholders}`` for numbers), with the
+    numbers read from the presets (:func:`lmtie.config.make_config`), so the text cannot
+    drift from the code.
+
+    Raises: FileNotFoundError without ``docs/decisions.md`` (lmtie not run from a checkout).
     """
     ptb = [make_config("ptb", s, "al") for s in SIZES]
     wt2 = [make_config("wikitext-2", s, "al") for s in ("small", "medium")]
@@ -204,28 +209,11 @@ def decisions_markdown() -> Markdown:
     def each(configs: list, field: str, sep: str = " / ") -> str:
         return sep.join(f"{getattr(c, field):g}" for c in configs)
 
-    small = ptb[0]
-    return Markdown("\n".join([
-        f"- **A1** α = γτ (3.3) with τ = {small.tau:g} and γ at the midpoint of the appendix's "
-        f"range: α = {small.alpha:g} (PTB), {wt2[0].alpha:g} (WikiText-2).",
-        "- **A2** ỹ is a target, computed from L under stop-gradient: the gradient (3.4) holds "
-        "it fixed (`--no-detach-target` lets the gradient flow, for ablation).",
-        "- **A3** ŷ = softmax(W h / τ) without the bias b, as (3.1) is printed; tied models "
-        "have no bias.",
-        f"- **D1** the paper's dropout \"probabilities\" are TensorFlow keep probabilities: "
-        f"drop rates {each(ptb, 'dropout')} (PTB small / medium / large), "
-        f"{each(wt2, 'dropout')} (WikiText-2 small / medium); no dropout on the embedding.",
-        f"- **T1** at most {each(ptb, 'epochs')} epochs (small / medium / large), the best "
-        "validation checkpoint kept; uniform initialisation in "
-        f"±{each(ptb, 'init_range', ' / ±')}.",
-        f"- **T2** the training cost is the cross-entropy summed over the {small.bptt} unrolled "
-        f"steps and averaged over the batch (the TensorFlow PTB code), so lr = {small.lr:g} "
-        f"and clip norms {each(ptb, 'clip_norm')} apply to it; losses are reported per token.",
-        f"- **E1** test perplexity over the whole test stream with batch "
-        f"{small.test_batch_size}, state carried; validation during training with batch "
-        f"{small.eval_batch_size}.",
-        "- **S1** subspace distance = ‖Q − U Uᵀ Q‖_F / √d with orthonormal bases U = orth(Lᵀ), "
-        "Q = orth(W): the root-mean-square sine of the principal angles."]))
+    numbers = {"small": ptb[0], "wt2_small": wt2[0], "ptb_dropout": each(ptb, "dropout"),
+               "wt2_dropout": each(wt2, "dropout"), "ptb_epochs": each(ptb, "epochs"),
+               "ptb_init_range": each(ptb, "init_range", " / ±"),
+               "ptb_clip_norm": each(ptb, "clip_norm")}
+    return Markdown(DECISIONS.read_text(encoding="utf-8").rstrip("\n").format(**numbers))
 
 
 NO_ABLATIONS = ("no ablation runs yet. `lmtie train` with a departing setting (e.g. "

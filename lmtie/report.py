@@ -92,7 +92,7 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
 
 def load_runs(results_dir: str | Path, preset: str | None = None) -> pd.DataFrame:
     """One row per run in ``<results_dir>/runs/``: config, ``final.json``, ``env.json`` and
-    ``predictions.json`` summaries, the paper's ``model`` label and the ``command``.
+    ``test_statistics.json`` summaries, the paper's ``model`` label and the ``command``.
 
     A run without ``final.json`` is still training (or was interrupted): its row has
     ``status`` "in progress (epoch k of N)", the epochs completed so far and no final numbers;
@@ -112,7 +112,7 @@ def load_runs(results_dir: str | Path, preset: str | None = None) -> pd.DataFram
     Raises:
         FileNotFoundError: a run dir lacks ``config.json``; a run that completed all its
             epochs lacks ``final.json``; a finished one lacks ``env.json``/
-            ``predictions.json`` (not written for validation-only ablations; the message
+            ``test_statistics.json`` (not written for validation-only ablations; the message
             names the file and how to re-measure the run).
         ValueError: a corrupt or incomplete run file (names it), or, with ``preset``, a run
             dir named as a preset run whose ``config.json`` is not the preset's config.

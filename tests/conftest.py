@@ -83,3 +83,15 @@ def tiny_ptb(tmp_path, monkeypatch):
     root = tmp_path / "data"
     monkeypatch.setitem(data.EXPECTED, "ptb", write_tiny_ptb(root))
     return root
+
+
+@pytest.fixture
+def batch():
+    """Logits W h (N, V), targets (N,) with repeats, and Lᵀ (V, D): N = 12, V = 30, D = 8."""
+    g = torch.Generator().manual_seed(0)
+    V, D, N = 30, 8, 12
+    emb = torch.randn(V, D, generator=g)
+    wh = 3 * torch.randn(N, V, generator=g)
+    targets = torch.randint(0, V, (N,), generator=g)
+    targets[:4] = targets[4]  # repeated targets exercise the unique/gather path
+    return wh, targets, emb

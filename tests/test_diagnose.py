@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmtie import analysis, data, diagnose, runs, schema, train
+from lmtie import data, diagnose, runs, schema, train
 from lmtie.cli import main
 from lmtie.config import make_config
 from lmtie.data import batchify
@@ -106,27 +106,3 @@ def test_diagnose_a_run_keeps_one_entry_per_epoch(tmp_path, tiny_ptb, capsys):
         assert (run_dir / "diagnostics.json").read_text() == before.replace('"last"', '"best"')
     with pytest.raises(ValueError, match="'last' or 'best'"):
         diagnose.diagnose(run_dir, checkpoint="first", checkpoint_dir=ckpt)
-
-
-def test_nearest_neighbours_and_the_mass_on_them():
-    g = torch.Generator().manual_seed(1)
-    emb = torch.randn(9, 4, generator=g)
-    unit = emb.numpy() / np.linalg.norm(emb.numpy(), axis=1, keepdims=True)
-    sims = unit @ unit.T
-    np.fill_diagonal(sims, -np.inf)
-    expected = np.argsort(-sims, axis=1, kind="stable")[:, :3]
-    np.testing.assert_array_equal(analysis.nearest_neighbours(emb, 3).numpy(), expected)
-    with pytest.raises(ValueError, match="k must be"):
-        analysis.nearest_neighbours(emb, 9)
-    torch.manual_seed(0)
-    model = RNNLM(9, small_config(output_bias=True))
-    stream = torch.randint(0, 9, (30,))
-    neighbours = torch.from_numpy(expected)
-    with torch.no_grad():
-        out, _ = model.lstm(model.embedding(stream[:-1, None]), model.init_state(1))
-        probs = torch.softmax(out[:, 0] @ model.projection.weight.t() + model.projection.bias, -1)
-    mass = analysis.prediction_mass(model, batchify(stream, 1), 4, words=torch.tensor([2, 5]),
-                                    neighbours=neighbours)
-    assert mass["mean_p_words"] == pytest.approx(probs[:, [2, 5]].sum(1).mean().item(), rel=1e-5)
-    on_neighbours = probs.gather(1, neighbours[stream[1:]]).sum(1).mean().item()
-    assert mass["mean_p_neighbours"] == pytest.approx(on_neighbours, rel=1e-5)
