@@ -52,6 +52,11 @@ class RNNLM(nn.Module):
         self.dropout = config.dropout
         self.embedding = nn.Embedding(vocab_size, config.embedding_dim)
         self.lstm = nn.LSTM(config.embedding_dim, config.hidden_size, config.num_layers)
+        # _masked_lstm's one-layer LSTMs, their input widened by H (the shut output gate):
+        # shapes only (meta weights, not submodules: no state_dict entries, no memory)
+        self._gated_layers = tuple(
+            nn.LSTM(width + config.hidden_size, config.hidden_size, device="meta")
+            for width in [config.embedding_dim] + [config.hidden_size] * (config.num_layers - 1))
         self.projection = nn.Linear(config.hidden_size, vocab_size, bias=config.output_bias)
         if config.tied:
             self.projection.weight = self.embedding.weight  # Paper: Sec. 4 (RE), W = Lᵀ
@@ -126,6 +131,11 @@ class RNNLM(nn.Module):
         (and so is its gradient). The kernel (oneDNN on the CPU, cuDNN on
         CUDA) then runs the whole sequence; only the carried state of dropped units, which the
         kernel zeroes, is recomputed from the last step.
+
+        The kernel is reached through the public ``torch.func.functional_call`` on a one-layer
+        ``nn.LSTM`` given these weights, not the private ``torch._VF.lstm`` it calls: the same
+        numbers, and as fast (measured: T 35, B 20, D = H 200, forward + backward at 1 thread,
+        median 275.5 ms vs 278.8 ms for ``_VF.lstm`` on a loaded 2-core CPU, within noise).
         """
         h0, c0 = state
         hidden = self.hidden_size
@@ -138,10 +148,12 @@ class RNNLM(nn.Module):
             closed = (~kept).to(x.dtype).expand(x.shape[0], -1, -1)  # (T, B, H)
             h_start = h0[layer] * kept  # h'_0
             w_rec = w_hh * scale
-            out, h_end, c_end = torch._VF.lstm(  # what nn.LSTM.forward calls
-                torch.cat([x, closed], -1), (h_start[None], c0[layer][None]),
-                [torch.cat([w_ih, shut], 1), w_rec, b_ih, b_hh], True, 1, 0.0,
-                self.training, False, False)
+            gated = self._gated_layers[layer]  # an nn.LSTM of these shapes, weights on meta
+            gated.train(self.training)
+            out, (h_end, c_end) = torch.func.functional_call(gated, {
+                "weight_ih_l0": torch.cat([w_ih, shut], 1), "weight_hh_l0": w_rec,
+                "bias_ih_l0": b_ih, "bias_hh_l0": b_hh},
+                (torch.cat([x, closed], -1), (h_start[None], c0[layer][None])))
             # the unmasked h_T of dropped units, for the next segment (a fresh mask)
             h_prev = out[-2] if out.shape[0] > 1 else h_start
             gate_o = (F.linear(x[-1], w_ih[3 * hidden:], b_ih[3 * hidden:] + b_hh[3 * hidden:])
