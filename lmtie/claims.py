@@ -70,7 +70,7 @@ def _compare(lower: pd.Series, higher: pd.Series, less: bool) -> dict:
 
 def ledger(runs_frame: pd.DataFrame, schedule: str = "full") -> pd.DataFrame:
     """Every claim of every Table 1 cell (``LEDGER_COLUMNS``), from a ``report.load_runs``
-    frame: the finished runs whose ``preset`` is ``schedule`` count ("full": the paper's
+    frame: the finished runs whose ``suffix`` is ``schedule`` count ("full": the paper's
     schedule; "smoke" for the smoke preset), any seed; ablations never do. ``number`` is
     what is compared (``test_ppl`` or a ``test_statistics.json`` field);
     ``mean_diff`` = mean over seeds of (first − second variant); ``command`` says how to
@@ -78,7 +78,7 @@ def ledger(runs_frame: pd.DataFrame, schedule: str = "full") -> pd.DataFrame:
 
     Raises: KeyError if ``runs_frame`` lacks a column of ``report.RUN_COLUMNS``.
     """
-    done = runs_frame[(runs_frame["status"] == "finished") & (runs_frame["preset"] == schedule)
+    done = runs_frame[(runs_frame["status"] == "finished") & (runs_frame["suffix"] == schedule)
                       & ~runs_frame["valid_only"].astype(bool)]
     rows = []
     for config in preset_configs("paper"):

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
-from lmtie.config import CORPORA, PRECISIONS, PRESETS, SIZES, VARIANTS, Config, make_config
+from lmtie import settings
+from lmtie.config import CORPORA, DEVICES, PRESETS
 
 # Heavy imports (torch, pandas, papermill) wait for the command that needs them, so that
 # `lmtie --help` answers at once.
@@ -43,9 +43,13 @@ def _seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=DEVICES,
                    help="auto = CUDA when available (default), else CPU")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    _add_device(p)
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--data-dir", default=None,
@@ -62,41 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = sub.add_parser("train", help="train one variant and write its run dir")
-    train.add_argument("--corpus", default="ptb", choices=CORPORA, help="default: ptb")
-    train.add_argument("--size", default="small", choices=SIZES, help="default: small")
-    train.add_argument("--variant", default="vd", choices=VARIANTS,
-                       help="vd = VD-LSTM (default), al = +AL, re = +RE (W = Lᵀ), "
-                            "real = +REAL")
-    train.add_argument("--epochs", type=int, default=None,
-                       help="default: the size's, 40 / 60 / 100 (Decision T1)")
-    train.add_argument("--max-batches", type=int, default=None,
-                       help="cap on training batches per epoch (default: none, whole epochs)")
-    train.add_argument("--seed", type=int, default=1, help="default: 1")
-    train.add_argument("--tau", type=float, default=None,
-                       help="loss temperature (default: 20)")
-    train.add_argument("--alpha", type=float, default=None,
-                       help="weight of J^aug (default gamma * tau for +AL/+REAL, else 0)")
-    train.add_argument("--no-detach-target", action="store_true",
-                       help="let the gradient flow through ỹ (ablation of Decision A2)")
-    train.add_argument("--output-bias", action="store_true",
-                       help="keep a free output bias b in a tied model (ablation: the paper's "
-                            "RE has b = 0); b enters J only (Decision A3)")
-    train.add_argument("--aug-bias", action="store_true",
-                       help="with --output-bias: b in ŷ = softmax((W h + b)/τ) too, the Sec. 3 "
-                            "reading 'ŷ is y_t at temperature τ' (ablation of Decision A3)")
-    train.add_argument("--frozen-target", action="store_true",
-                       help="build ỹ from a copy of L taken when each epoch begins, not from "
-                            "the moving L (ablation: no feedback of the target)")
-    train.add_argument("--measure-test", action="store_true",
-                       help="with an ablation flag, at the full schedule: measure the test set "
-                            "once at the end, like a preset run (a reading of the paper run "
-                            "in full; its run_id suffix keeps it out of Table 1)")
-    train.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                       help="fp32 (default): the reproduction's; bf16: autocast the matmuls "
-                            "to bf16 (softmax, losses, optimiser in fp32; run_id suffix -bf16)")
-    train.add_argument("--suffix", default="",
-                       help="run_id suffix (default: derived from the options that depart "
-                            "from the preset, e.g. -e1 for --epochs 1)")
+    settings.add_arguments(train)
     train.add_argument("--preset", action=_Renamed, new="--suffix names the run_id suffix "
                        "(presets are `lmtie reproduce --preset`)")
     train.add_argument("--results-dir", default="results",
@@ -157,8 +127,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="results root (default: results/smoke for the smoke preset, else "
                           "results)")
     rep.add_argument("--output-dir", action=_Renamed, new="--results-dir")
-    rep.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                     help="auto = CUDA when available (default), else CPU")
+    _add_device(rep)
     rep.add_argument("--data-dir", default=None,
                      help="corpora folder (default: $LMTIE_DATA_DIR, else ./data; "
                           "downloaded when missing)")
@@ -183,8 +152,7 @@ def _parser() -> argparse.ArgumentParser:
                          "under it (default: results)")
     sp.add_argument("--epochs", type=int, default=None,
                     help="epochs of every run (default: 20; 100 for --sweep convergence)")
-    sp.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                    help="auto = CUDA when available (default), else CPU")
+    _add_device(sp)
     sp.add_argument("--threads", type=int, default=1,
                     help="torch threads per job, also used by scipy's distance (default 1)")
     sp.add_argument("--jobs", type=int, default=1,
@@ -197,71 +165,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-_SUFFIX = {"epochs": "e", "max_batches": "b", "tau": "tau", "alpha": "alpha"}
-_SWITCHES = {"detach_target": "nodetach", "output_bias": "bias", "aug_bias": "augbias",
-             "frozen_target": "frozen"}  # ablation switches
-_SCHEDULE = ("epochs", "max_batches")  # shortening a run is not an ablation
-
-
-def _train_config(args: argparse.Namespace) -> Config:
-    """The config of ``lmtie train``. A run that departs from the preset (fewer epochs, an
-    ablation) gets a run_id suffix naming the change, e.g. ``-e1`` or ``-tau10``, unless
-    ``--suffix`` names one, so it never overwrites the full-schedule run. An ablation (a
-    change of the model or the loss, not only of the schedule) is validation-only: it
-    chooses between settings, so no test-set number is computed for it, unless
-    ``--measure-test`` asks for one at the full schedule (issue 13: a reading that beats +RE
-    is run in full and its test number reported beside the faithful one).
-
-    Raises:
-        ValueError: ``--measure-test`` without an ablation flag or with a shortened schedule.
-    """
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("max_batches", args.max_batches),
-                                   ("tau", args.tau), ("alpha", args.alpha)) if v is not None}
-    if args.no_detach_target:
-        overrides["detach_target"] = False
-    if args.output_bias:
-        overrides["output_bias"] = True
-    if args.aug_bias:
-        overrides["aug_bias"] = True
-    if args.frozen_target:
-        overrides["frozen_target"] = True
-    base = make_config(args.corpus, args.size, args.variant, seed=args.seed)
-    config = make_config(args.corpus, args.size, args.variant, seed=args.seed, **overrides)
-    changed = [k for k in overrides if getattr(base, k) != getattr(config, k)]
-    suffix = args.suffix or "-".join(  # 0.5 -> 0p5, 1e+20 -> 1e20
-        _SWITCHES[k] if k in _SWITCHES
-        else f"{_SUFFIX[k]}{overrides[k]:g}".replace(".", "p").replace("+", "")
-        for k in changed)
-    ablation = any(k not in _SCHEDULE for k in changed)
-    if args.measure_test and not ablation:
-        raise ValueError("--measure-test is for an ablation (e.g. --output-bias): a run "
-                         "without one measures the test set already")
-    if args.measure_test and (config.epochs < base.epochs or config.max_batches is not None):
-        raise ValueError(f"--measure-test needs the full schedule ({base.epochs} epochs, "
-                         "whole epochs): drop --epochs/--max-batches")
-    return config.replace(preset=suffix, precision=args.precision,
-                          valid_only=ablation and not args.measure_test)
-
-
 def _check_flags(args: argparse.Namespace) -> None:
     """Refuse impossible flag values before anything runs, naming the flag.
 
     Raises:
-        ValueError: a count below 1, or a ``--tau``/``--alpha`` that is NaN, infinite (also
-            a number too large for a float, e.g. 1e400) or out of range.
+        ValueError: a count below 1 (the values of ``lmtie train``'s settings are checked by
+            :func:`lmtie.settings.train_config`).
     """
-    for name in ("threads", "epochs", "max_batches", "jobs", "seeds", "slurm_time_min"):
+    for name in ("threads", "epochs", "jobs", "seeds", "slurm_time_min"):
         value = getattr(args, name, None)  # reproduce --seeds is a tuple of seeds
         values = value if isinstance(value, tuple) else (value,)
         if any(v is not None and v < 1 for v in values):
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got "
                              f"{','.join(map(str, values))}")
-    tau, alpha = getattr(args, "tau", None), getattr(args, "alpha", None)
-    if tau is not None and not (math.isfinite(tau) and tau > 0):
-        raise ValueError(f"--tau must be a finite number > 0 (a temperature), got {tau}")
-    if alpha is not None and not (math.isfinite(alpha) and alpha >= 0):
-        raise ValueError(f"--alpha must be a finite number >= 0 (the weight of J^aug), got "
-                         f"{alpha}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,7 +209,7 @@ def _run(args: argparse.Namespace) -> int:
         if Path(args.results_dir).name == "runs":  # the old meaning: the runs folder itself
             raise ValueError(f"--results-dir is the results root now (runs go to "
                              f"<results-dir>/runs/): pass {Path(args.results_dir).parent}")
-        run_dir = train.fit(_train_config(args), data_dir=args.data_dir,
+        run_dir = train.fit(settings.train_config(vars(args)), data_dir=args.data_dir,
                             results_dir=Path(args.results_dir) / "runs",
                             checkpoint_dir=args.checkpoint_dir,
                             device=args.device, resume=args.resume, force=args.force,

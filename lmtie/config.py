@@ -16,6 +16,7 @@ SIZES = ("small", "medium", "large")
 VARIANTS = ("vd", "al", "re", "real")
 VARIANT_LABELS = {"vd": "VD-LSTM", "al": "+AL", "re": "+RE", "real": "+REAL"}
 PRECISIONS = ("fp32", "bf16")  # lmtie.precision: bf16 = autocast for the matmuls
+DEVICES = ("auto", "cpu", "cuda")  # --device: auto = CUDA when available (lmtie.device)
 
 # Paper: Sec. 6.1 and appendix. Units: embedding = hidden size.
 _SIZE = {
@@ -35,6 +36,7 @@ _TAU = 20.0
 # config.json also records the run's fingerprint (lmtie.identity): derived from the settings,
 # the training math and the corpus, not a setting itself
 _RECORDED = ("fingerprint",)
+RENAMED = {"preset": "suffix"}  # old field name -> Config field (in files of earlier versions)
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -83,7 +85,7 @@ class Config:
     max_batches: int | None = None  # cap on training batches per epoch (shortened presets)
     eval_batch_size: int = 20  # validation batch (Decision E1; 20 as in Zaremba et al.'s code)
     test_batch_size: int = 1  # Decision E1: whole test stream, batch 1, state carried
-    preset: str = ""  # suffix of shortened runs, e.g. "smoke" (part of run_id)
+    suffix: str = ""  # run_id suffix of a run beside its preset's, e.g. "smoke", "e10-bias"
     precision: str = "fp32"  # fp32 | bf16 (training matmuls under autocast; run_id suffix)
 
     def __post_init__(self) -> None:
@@ -125,15 +127,15 @@ class Config:
             raise ValueError("frozen_target builds ỹ from a copy of L, through which no "
                              "gradient can flow: it needs detach_target (drop "
                              "--no-detach-target)")
-        if self.preset and not self.preset.replace("-", "").isalnum():
-            raise ValueError(f"preset suffix must be alphanumeric, got {self.preset!r}")
+        if self.suffix and not self.suffix.replace("-", "").isalnum():
+            raise ValueError(f"run_id suffix must be alphanumeric, got {self.suffix!r}")
 
     @property
     def run_id(self) -> str:
-        """``{corpus}-{size}-{variant}-seed{seed}``, plus ``-{preset}`` for shortened runs and
+        """``{corpus}-{size}-{variant}-seed{seed}``, plus ``-{suffix}`` when there is one and
         ``-{precision}`` unless fp32 (a bf16 run never takes an fp32 run's place)."""
         run_id = f"{self.corpus}-{self.size}-{self.variant}-seed{self.seed}"
-        suffixes = (self.preset, "" if self.precision == "fp32" else self.precision)
+        suffixes = (self.suffix, "" if self.precision == "fp32" else self.precision)
         return "-".join([run_id, *(s for s in suffixes if s)])
 
     @property
@@ -154,13 +156,14 @@ class Config:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Config:
         """Build from a dict (e.g. a run's ``config.json``; its ``fingerprint`` is skipped).
-        Fields it lacks (files from before they existed) take their defaults.
+        Fields it lacks (files from before they existed) take their defaults; fields under an
+        old name (``preset``, now ``suffix``) are read under their new one.
 
         Raises:
             ValueError: on keys that are not Config fields (names them and the valid ones).
         """
         known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in values.items() if k not in _RECORDED}
+        values = {RENAMED.get(k, k): v for k, v in values.items() if k not in _RECORDED}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
@@ -227,7 +230,7 @@ def preset_configs(preset: str, seeds: tuple[int, ...] = (1,)) -> list[Config]:
     if not seeds or min(seeds) < 1:
         raise ValueError(f"seeds must be positive integers, got {list(seeds)}")
     if preset == "smoke":
-        cells = [make_config("ptb", "small", v, epochs=2, max_batches=100, preset="smoke")
+        cells = [make_config("ptb", "small", v, epochs=2, max_batches=100, suffix="smoke")
                  for v in VARIANTS]
     elif preset == "cpu":
         cells = [make_config("ptb", "small", v) for v in VARIANTS]
@@ -247,7 +250,7 @@ def preset_run(preset: str, run_id: str) -> Config | None:
     """
     for config in preset_configs(preset):
         head = f"{config.corpus}-{config.size}-{config.variant}-seed"
-        tail = f"-{config.preset}" if config.preset else ""
+        tail = f"-{config.suffix}" if config.suffix else ""
         seed = run_id[len(head):len(run_id) - len(tail)]
         if run_id.startswith(head) and run_id.endswith(tail) and seed.isdigit() and int(seed):
             candidate = config.replace(seed=int(seed))

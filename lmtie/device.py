@@ -7,7 +7,7 @@ import ctypes.util
 
 import torch
 
-DEVICES = ("auto", "cpu", "cuda")  # what --device accepts
+from lmtie.config import DEVICES
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -17,7 +17,7 @@ def resolve_device(device: str = "auto") -> torch.device:
         ValueError: unknown name, or ``cuda`` without a CUDA device.
     """
     if device not in DEVICES:
-        raise ValueError(f"unknown device {device!r}; choose auto, cpu or cuda")
+        raise ValueError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda but no CUDA device is visible; use --device cpu")
     if device == "auto":

@@ -2,8 +2,10 @@
 and the checks that keep one run's files and checkpoints from mixing with another's.
 
     fingerprint = sha256 of the canonical JSON of
-                  {"config": Config.to_dict()          every setting of the run (but those
-                                                       added later, at their old value),
+                  {"config": Config.to_dict()          every setting of the run (renamed
+                                                       fields under their first name; those
+                                                       added later left out at their old
+                                                       value),
                    "math_version": MATH_VERSION,       the training math of this code,
                    "corpus_sha256": {split: sha256}}   the corpus files it reads
     checkpoints   ~/.cache/lmtie/checkpoints/<run_id>-<first 12 hex digits>/{last,best}.pt
@@ -32,7 +34,7 @@ from typing import Any
 import torch
 
 from lmtie import lock, runs
-from lmtie.config import Config
+from lmtie.config import RENAMED, Config
 from lmtie.schema import EpochRow
 
 MATH_VERSION = 1  # bump with every change of the code that changes the numbers of a run
@@ -54,7 +56,8 @@ def fingerprint(config: Config, corpus_sha256: dict[str, str],
         math_version: None: this code's ``MATH_VERSION``.
     """
     math_version = MATH_VERSION if math_version is None else math_version
-    settings = {k: v for k, v in config.to_dict().items()
+    first_names = {new: old for old, new in RENAMED.items()}  # a rename orphans no run
+    settings = {first_names.get(k, k): v for k, v in config.to_dict().items()
                 if k not in _ADDED_SETTINGS or v != _ADDED_SETTINGS[k]}
     parts = {"config": settings, "math_version": math_version,
              "corpus_sha256": corpus_sha256}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -29,8 +30,9 @@ from nbconvert import HTMLExporter
 from traitlets.config import Config as KernelConfig
 
 from lmtie import download, executors, identity, runs
-from lmtie.config import Config, make_config, preset_configs
+from lmtie.config import Config, preset_configs
 from lmtie.data import find_split_files, resolve_data_dir, split_sha256
+from lmtie.settings import train_flags
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 TRAIN_NOTEBOOK = "01_train.ipynb"
@@ -69,35 +71,15 @@ def default_results_dir(preset: str) -> Path:
     return Path("results", "smoke") if preset == "smoke" else Path("results")
 
 
-def config_from_parameters(corpus: str, size: str, variant: str, seed: int = 1,
-                           epochs: int = 0, max_batches: int = 0, suffix: str = "",
-                           precision: str = "fp32") -> Config:
-    """The run config of notebook 01's parameters (0 = the size's default / no batch cap).
+def train_parameters(config: Config, **options: Any) -> dict[str, Any]:
+    """Notebook 01's parameters for ``config``: ``flags``, the ``lmtie train`` flags that make
+    it (:func:`lmtie.settings.train_flags`, parsed back by the notebook), plus ``options``
+    (paths, device, threads...).
 
     Raises:
-        ValueError: as :func:`lmtie.config.make_config`.
+        ValueError: ``config`` changes a field that ``lmtie train`` has no flag for.
     """
-    overrides: dict[str, Any] = {"epochs": epochs} if epochs else {}
-    if max_batches:
-        overrides["max_batches"] = max_batches
-    return make_config(corpus, size, variant, seed=seed, preset=suffix, precision=precision,
-                       **overrides)
-
-
-def train_parameters(config: Config, **settings: Any) -> dict[str, Any]:
-    """Notebook 01's parameters for ``config``, plus ``settings`` (paths, device, threads...).
-
-    Raises:
-        ValueError: ``config`` sets something notebook 01's parameters cannot express.
-    """
-    params = {"corpus": config.corpus, "size": config.size, "variant": config.variant,
-              "seed": config.seed, "epochs": config.epochs,
-              "max_batches": config.max_batches or 0, "suffix": config.preset,
-              "precision": config.precision}
-    if config_from_parameters(**params) != config:
-        raise ValueError(f"{config.run_id}: its config has settings notebook 01's parameters "
-                         "cannot express; train it with `lmtie train` instead")
-    return {**params, **settings}
+    return {"flags": shlex.join(train_flags(config)), **options}
 
 
 def is_finished(run_dir: Path, config: Config) -> bool:

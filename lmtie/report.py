@@ -20,15 +20,11 @@ import numpy as np
 import pandas as pd
 
 from lmtie import reference, runs, schema
-from lmtie.config import CORPORA, SIZES, VARIANTS, Config, make_config, preset_run
+from lmtie.config import CORPORA, SIZES, VARIANTS, Config, preset_run
+from lmtie.settings import train_command
 
 _FINAL_KEYS = ("n_params", "epochs_run", "best_epoch", "valid_ppl", "test_ppl", "device",
                "wall_s")
-_FLAGS = {"seed": "--seed", "epochs": "--epochs", "max_batches": "--max-batches",
-          "preset": "--suffix", "tau": "--tau", "alpha": "--alpha", "precision": "--precision"}
-_SWITCH_FLAGS = {"output_bias": "--output-bias", "aug_bias": "--aug-bias",
-                 "frozen_target": "--frozen-target"}  # ablation switches of `lmtie train`
-_NOT_ABLATIONS = ("seed", "epochs", "max_batches", "preset", "valid_only", "precision")
 # from test_statistics.json (schema.TestStatistics), over the test stream
 MASS_KEYS = ("mean_p_unk", "mean_target_rank", "mean_p_articles", "mean_p_neighbours")
 ALIGNMENT_KEYS = ("logit_std", "target_logit_std", "logit_target_corr")  # analysis.logit_alignment
@@ -36,35 +32,6 @@ RUN_COLUMNS = [*Config().to_dict(), *_FINAL_KEYS, "status", "run_id", "model", "
                "threads", "torch", "start_time", *MASS_KEYS,
                "target_entropy", "uniform_entropy", *ALIGNMENT_KEYS, "phrases",
                "command", "run_dir"]
-
-
-def train_command(config: Config) -> str:
-    """The ``lmtie train`` command that produces ``config``'s run; flags only where ``config``
-    differs from the defaults of its corpus, size and variant.
-
-    Raises:
-        ValueError: ``config`` changes a field that ``lmtie train`` has no flag for.
-    """
-    base = make_config(config.corpus, config.size, config.variant)
-    command = (f"lmtie train --corpus {config.corpus} --size {config.size} "
-               f"--variant {config.variant}")
-    for name, value in config.to_dict().items():
-        if value == getattr(base, name):
-            continue
-        if name == "detach_target":
-            command += " --no-detach-target"
-        elif name in _SWITCH_FLAGS:
-            command += f" {_SWITCH_FLAGS[name]}"
-        elif name == "valid_only":  # set by `lmtie train` for ablations
-            continue
-        elif name in _FLAGS:
-            command += f" {_FLAGS[name]} {value}"
-        else:
-            raise ValueError(f"{config.run_id}: {name}={value!r} has no `lmtie train` flag")
-    changed = [name for name, value in config.to_dict().items() if value != getattr(base, name)]
-    if not config.valid_only and any(name not in _NOT_ABLATIONS for name in changed):
-        command += " --measure-test"  # an ablation that measures the test set (issue 13)
-    return command
 
 
 def _read(reader: Callable[[Path], Any], run_dir: Path, name: str, hint: str) -> Any:
@@ -106,7 +73,7 @@ def load_runs(results_dir: str | Path, preset: str | None = None) -> pd.DataFram
 
     Returns:
         DataFrame, one row per run in the paper's order (then seed); perplexities per token
-        (exp nats), ``wall_s`` seconds; ``preset`` is the run_id suffix, or ``"full"`` for
+        (exp nats), ``wall_s`` seconds; ``suffix`` is the run_id suffix, or ``"full"`` for
         the full schedule of Decision T1.
 
     Raises:
@@ -137,7 +104,7 @@ def _run_row(run_dir: Path, expected: Config | None, preset: str | None) -> dict
                          f"{config.seed} --force) or move "
                          "the run dir away")
     command = train_command(config)
-    row: dict[str, Any] = {**config.to_dict(), "preset": config.preset or "full",
+    row: dict[str, Any] = {**config.to_dict(), "suffix": config.suffix or "full",
                            "run_id": config.run_id, "model": config.label,
                            "command": command, "run_dir": str(run_dir)}
     hint = (f"re-measure the run (`lmtie evaluate {run_dir}`), finish it (`{command} "

@@ -118,7 +118,10 @@ class EpochRow(Record):
 class FinalRecord(Record):
     """``final.json``: the run's summary. ``valid_ppl`` of the best epoch; ``test_ppl`` with
     its weights (batch ``test_batch_size``, Decision E1), None for a validation-only run;
-    ``wall_s`` seconds; ``device`` as torch names it."""
+    ``suffix`` the config's run_id suffix (``preset`` before version 3); ``wall_s`` seconds;
+    ``device`` as torch names it."""
+
+    VERSION: ClassVar[int] = 3
 
     run_id: str
     corpus: str
@@ -135,9 +138,15 @@ class FinalRecord(Record):
     test_ppl: float | None
     eval_batch_size: int
     test_batch_size: int
-    preset: str
+    suffix: str
     wall_s: float
     device: str
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str | Path = "a record") -> FinalRecord:
+        if isinstance(values, dict) and values.get("schema_version", LEGACY) in (1, 2):
+            values = {("suffix" if k == "preset" else k): v for k, v in values.items()}
+        return super().from_dict(values, where)
 
 
 @dataclass(frozen=True)

@@ -118,11 +118,11 @@ def test_perplexity(results_dir: str | Path, run_id: str) -> float:
     5-epoch run of another seed measures the test set too, but is no reading run in full).
     Raises: ValueError (a corrupt run file)."""
     run_dir = Path(results_dir) / "runs" / run_id
-    if not (run_dir / "final.json").is_file():
+    if not (run_dir / schema.FINAL).is_file():
         return math.nan
     config = Config.from_dict(runs.read_json(run_dir / "config.json"))
     full = make_config(config.corpus, config.size, config.variant)
-    test = runs.read_json(run_dir / "final.json").get("test_ppl")
+    test = schema.read_final(run_dir).test_ppl
     if test is None or config.epochs < full.epochs or config.max_batches is not None:
         return math.nan
     return float(test)
@@ -238,11 +238,11 @@ def conclusion(table: pd.DataFrame, diagnosed: pd.DataFrame, results_dir: str | 
 def _valid_over_test(results_dir: str | Path, run_id: str) -> float:
     """Validation over test perplexity at the best epoch of a finished run with a test number
     (``final.json``); NaN otherwise. Raises: ValueError (a corrupt file)."""
-    path = Path(results_dir) / "runs" / run_id / "final.json"
-    final = runs.read_json(path) if path.is_file() else {}
-    if final.get("test_ppl") is None:
+    run_dir = Path(results_dir) / "runs" / run_id
+    final = schema.read_final(run_dir) if (run_dir / schema.FINAL).is_file() else None
+    if final is None or final.test_ppl is None:
         return math.nan
-    return final["valid_ppl"] / final["test_ppl"]
+    return final.valid_ppl / final.test_ppl
 
 
 def curves(results_dir: str | Path) -> pd.DataFrame:

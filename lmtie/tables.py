@@ -13,7 +13,8 @@ import pandas as pd
 
 from lmtie import reference, runs
 from lmtie.config import SIZES, VARIANT_LABELS, Config, preset_configs, preset_run
-from lmtie.report import ALIGNMENT_KEYS, finished, read_metrics, train_command
+from lmtie.report import ALIGNMENT_KEYS, finished, read_metrics
+from lmtie.settings import describe_change, train_command
 
 TABLE1_RUN_COLUMNS = ["corpus", "size", "model", "seed", "status", "valid_ppl",
                       "paper_valid_ppl", "valid_diff", "test_ppl", "paper_test_ppl", "test_diff",
@@ -112,28 +113,6 @@ def table1(run_table: pd.DataFrame) -> pd.DataFrame:
 
 
 GAP_TOLERANCE = 3.0  # test perplexity points from the paper's that count as reproduced
-_CHANGES = {"seed": "seed {}", "tau": "τ {:g}", "alpha": "α {:.3g}", "epochs": "{} epochs",
-            "max_batches": "{} batches an epoch", "precision": "{} matmuls"}
-_SWITCHES = {"detach_target": "no stop-gradient on ỹ", "output_bias": "free output bias",
-             "aug_bias": "bias in ŷ too", "frozen_target": "ỹ frozen each epoch"}
-
-
-def describe_change(config: Config, base: Config) -> str:
-    """What ``config`` changes from ``base``, in words, e.g. ``"τ 10, α 6.5, 5 epochs"`` or
-    ``"free output bias"``; switches of the ablation flags by name, other fields as
-    ``name=value``. Raises: nothing."""
-    words = []
-    for name, value in config.to_dict().items():
-        if name in ("preset", "valid_only") or value == getattr(base, name):
-            continue
-        if name in _SWITCHES:
-            words.append(_SWITCHES[name])
-        else:
-            words.append(_CHANGES[name].format(value) if name in _CHANGES
-                         else f"{name}={value}")
-    return ", ".join(words)
-
-
 def ablations(all_runs: pd.DataFrame, preset: str) -> pd.DataFrame:
     """Runs beside a preset's: each run of ``all_runs`` (``load_runs(results_dir)``) that is
     not one of ``preset``'s runs (at any seed) but has a base there: the preset's run of the
@@ -143,8 +122,9 @@ def ablations(all_runs: pd.DataFrame, preset: str) -> pd.DataFrame:
 
     Runs that have not completed an epoch are left out. Validation only: an ablation
     chooses between settings, so its test perplexity is not shown (never tune on the test
-    set). ``change`` names what the run departs in (:func:`describe_change`, e.g.
-    ``"no stop-gradient on ỹ, 10 epochs"``); ``valid_diff`` = run − base.
+    set). ``change`` names what the run departs in
+    (:func:`lmtie.settings.describe_change`, e.g. ``"no stop-gradient on ỹ, 10 epochs"``);
+    ``valid_diff`` = run − base.
 
     Returns:
         ``ABLATION_COLUMNS`` frame, one row per ablation run (empty without one).

@@ -243,7 +243,7 @@ def finish(config: Config, model: RNNLM, corpus: Corpus, run_dir: Path, best_epo
         n_params=model.n_params(), epochs_run=len(history), best_epoch=best_epoch,
         valid_ppl=history[best_epoch - 1].valid_ppl, test_ppl=None,
         eval_batch_size=config.eval_batch_size, test_batch_size=config.test_batch_size,
-        preset=config.preset, wall_s=history[-1].elapsed_s, device=str(dev))
+        suffix=config.suffix, wall_s=history[-1].elapsed_s, device=str(dev))
     if not config.valid_only:
         test = evaluate(model, batchify(corpus.test, config.test_batch_size), config.bptt,
                         unk_id=corpus.vocab.stoi["<unk>"], progress=progress)

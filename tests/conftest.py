@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import SMOKE, write_run
 
 from lmtie import data
 from lmtie.reference import PHRASES
@@ -95,3 +96,48 @@ def batch():
     targets = torch.randint(0, V, (N,), generator=g)
     targets[:4] = targets[4]  # repeated targets exercise the unique/gather path
     return wh, targets, emb
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    """Smoke runs of VD-LSTM (valid 120 → 100, test 95) and +REAL (valid 110 → 90, test 85)."""
+    write_run(tmp_path, SMOKE["vd"], [120.0, 100.0], 95.0, distances=[0.99, 0.97],
+              first_word="the", p_unk=0.06, rank=150.0)
+    write_run(tmp_path, SMOKE["real"], [110.0, 90.0], 85.0, first_word="federal",
+              p_unk=0.03, rank=100.0)
+    return tmp_path
+
+
+@pytest.fixture
+def seeds(tmp_path):
+    """VD-LSTM seeds 1, 2 finished (valid 100, 104; test 95, 99), seed 3 in progress (epoch 1
+    of 2); +REAL seed 1 only (valid 90, test 85)."""
+    write_run(tmp_path, SMOKE["vd"], [120.0, 100.0], 95.0)
+    write_run(tmp_path, SMOKE["vd"].replace(seed=2), [118.0, 104.0], 99.0)
+    running = write_run(tmp_path, SMOKE["vd"].replace(seed=3), [130.0], 97.0)
+    (running / "final.json").unlink()
+    write_run(tmp_path, SMOKE["real"], [110.0, 90.0], 85.0)
+    return tmp_path
+
+
+@pytest.fixture
+def page(tmp_path):
+    """Smoke runs with test perplexities 88 (VD-LSTM, paper 87.3), 90 (+AL, 82.9), 86 (+RE,
+    85.1) and 100 (+REAL, 82.7), an ablation of +REAL that gains 20 points, and the tables
+    notebook 02 writes."""
+    for variant, test in (("vd", 88.0), ("al", 90.0), ("re", 86.0), ("real", 100.0)):
+        untied = variant in ("vd", "al")
+        write_run(tmp_path, SMOKE[variant], [150.0, 120.0], test,
+                  distances=[0.99, 0.98] if untied else None)
+    bias = SMOKE["real"].replace(output_bias=True, suffix="smoke-bias", valid_only=True)
+    write_run(tmp_path, bias, [130.0, 100.0], None)
+    from lmtie import claims, report, tables
+
+    runs = report.load_runs(tmp_path, "smoke")
+    run_table = report.save_table(tables.table1_runs(runs), tmp_path / "tables" / "t.csv")
+    for name, table in (("table1", tables.table1(run_table)),
+                        ("claims", claims.ledger(report.load_runs(tmp_path), "smoke")),
+                        ("ablations", tables.ablations(report.load_runs(tmp_path), "smoke")),
+                        ("runs", tables.provenance(report.load_runs(tmp_path)))):
+        report.save_table(table, tmp_path / "tables" / f"{name}.csv")
+    return tmp_path

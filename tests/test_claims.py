@@ -12,7 +12,7 @@ from lmtie.report import RUN_COLUMNS
 
 
 def frame(rows):
-    base = {"status": "finished", "preset": "full", "valid_only": False, "corpus": "ptb",
+    base = {"status": "finished", "suffix": "full", "valid_only": False, "corpus": "ptb",
             "size": "small", "mean_p_unk": 0.05, "mean_target_rank": 300.0,
             "mean_p_articles": np.nan, "mean_p_neighbours": np.nan}
     return pd.DataFrame([{**base, **r} for r in rows]).reindex(columns=RUN_COLUMNS)
@@ -23,7 +23,7 @@ def test_paired_ordering_over_seeds():
     rows = [{"variant": v, "seed": s + 1, "test_ppl": t[s]} for v, t in test.items()
             for s in range(3)]
     # a shortened run and an ablation never count
-    rows += [{"variant": "real", "seed": 1, "test_ppl": 50.0, "preset": "e10"},
+    rows += [{"variant": "real", "seed": 1, "test_ppl": 50.0, "suffix": "e10"},
              {"variant": "real", "seed": 2, "test_ppl": 50.0, "valid_only": True}]
     table = claims.ledger(frame(rows)).set_index("claim")
     row = table.loc["+AL below VD-LSTM (test perplexity)"]  # differences -1, -2, -3

@@ -1,8 +1,9 @@
-"""Config: the presets of docs/paper.md §4 and the errors of impossible settings."""
+"""lmtie.config: the presets of docs/paper.md §4, the runs of a preset at several seeds, and
+the errors of impossible settings."""
 
 import pytest
 
-from lmtie.config import Config, make_config, preset_configs
+from lmtie.config import Config, make_config, preset_configs, preset_run
 
 
 @pytest.mark.parametrize(("size", "units", "drop", "start", "decay", "clip", "epochs", "init"), [
@@ -41,6 +42,8 @@ def test_run_ids_and_presets():
     assert smoke[0].run_id == "ptb-small-vd-seed1-smoke"
     assert all(c.max_batches == 100 and c.epochs == 2 for c in smoke)
     assert len(preset_configs("paper")) == 20  # PTB 3 sizes + WikiText-2 2 sizes, x 4
+    old = {("preset" if k == "suffix" else k): v for k, v in smoke[0].to_dict().items()}
+    assert Config.from_dict(old) == smoke[0]  # config.json before the suffix was so named
 
 
 @pytest.mark.parametrize(("changes", "message"), [
@@ -68,3 +71,18 @@ def test_unknown_preset_and_undefined_cells():
         make_config("wikitext-2", "large", "vd")
     with pytest.raises(ValueError, match="choose one of vd, al, re, real"):
         make_config("ptb", "small", "tied")
+
+
+def test_preset_configs_per_seed_and_the_runs_of_a_preset():
+    configs = preset_configs("cpu", (1, 2))
+    assert [c.run_id for c in configs] == [
+        f"ptb-small-{v}-seed{s}" for s in (1, 2) for v in ("vd", "al", "re", "real")]
+    assert preset_run("cpu", "ptb-small-real-seed3") == make_config("ptb", "small", "real",
+                                                                     seed=3)
+    smoke_vd = preset_configs("smoke")[0]
+    assert preset_run("smoke", "ptb-small-vd-seed2-smoke") == smoke_vd.replace(seed=2)
+    for ablation in ("ptb-small-real-seed1-e10-bias", "ptb-small-real-seed2-e5",
+                     "ptb-small-vd-seed1-smoke", "ptb-small-vd-seed0", "ptb-small-vd-seedx"):
+        assert preset_run("cpu", ablation) is None
+    with pytest.raises(ValueError, match="seeds"):
+        preset_configs("cpu", (0,))

@@ -142,7 +142,7 @@ def test_bf16_on_cuda_keeps_the_loss_in_fp32(monkeypatch):
 def test_a_run_trains_end_to_end_on_cuda(tmp_path, tiny_ptb, variant, precision):
     """fit on the GPU, validation and test, the analyses (subspace distance when untied,
     ỹ entropy, logit alignment, prediction mass) included."""
-    config = make_config("ptb", "small", variant, epochs=2, preset="cuda", precision=precision)
+    config = make_config("ptb", "small", variant, epochs=2, suffix="cuda", precision=precision)
     run_dir = train.fit(config, data_dir=tiny_ptb, results_dir=tmp_path / "runs",
                         checkpoint_dir=tmp_path / "ckpt", device="cuda", progress=False)
     final = runs.read_json(run_dir / "final.json")

@@ -15,7 +15,7 @@ from lmtie.model import RNNLM
 
 def small_config(**overrides):
     return make_config("ptb", "small", "real", embedding_dim=12, hidden_size=12, batch_size=4,
-                       bptt=5, epochs=2, eval_batch_size=4, preset="test", **overrides)
+                       bptt=5, epochs=2, eval_batch_size=4, suffix="test", **overrides)
 
 
 def test_token_losses_equal_one_direct_pass():

@@ -4,6 +4,7 @@ import functools
 import hashlib
 import http.server
 import io
+import re
 import socket
 import tarfile
 import threading
@@ -12,8 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import cli_flags
 
 from lmtie import data
+from lmtie.cli import main
 from lmtie.data import Corpus
 from lmtie.download import URLS, DownloadError, download_corpus
 
@@ -189,3 +192,16 @@ def test_existing_bad_copy_and_unknown_corpus(tmp_path: Path) -> None:
     assert (tmp_path / "ptb" / "ptb.train.txt").read_text() == "mine\n"  # left untouched
     with pytest.raises(ValueError, match="ptb, wikitext-2"):
         download_corpus("ptb2", tmp_path)
+
+
+def test_the_advice_names_options_that_exist_and_the_advised_command_works(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(DownloadError) as caught:
+        download_corpus("ptb", tmp_path / "dest", url=str(tmp_path / "missing.tgz"),
+                        progress=False)
+    named = set(re.findall(r"--[a-z][a-z-]+", str(caught.value)))
+    assert "--url" in named and named <= cli_flags("data", "train")
+    archive = make_tgz(tmp_path / "simple-examples.tgz", ptb_files())  # the archive by hand
+    assert main(["data", "download", "ptb", "--url", str(archive), "--dest",
+                 str(tmp_path / "dest")]) == 0, capsys.readouterr().err
+    assert len(Corpus("ptb", tmp_path / "dest").train) == 7

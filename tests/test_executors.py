@@ -19,7 +19,7 @@ import pytest
 import submitit
 
 from lmtie import data, executors, identity, pipeline, runs, train
-from lmtie.cli import _parser, main
+from lmtie.cli import main
 from lmtie.config import make_config
 
 TIME_KEYS = {"tokens_per_s", "elapsed_s", "wall_s"}
@@ -114,7 +114,7 @@ def test_checkpoints_go_to_the_home_cache_locally_and_beside_the_results_on_slur
             tmp_path.resolve() / "ckpt")
 
 
-def test_command_line_options_of_the_executors(capsys):
+def test_command_line_options_of_the_executors(capsys, monkeypatch):
     assert executors.command_line_parameters("local") == {}
     assert executors.command_line_parameters(
         "slurm", partition="gpu", options=["qos=high"]) == executors.slurm_parameters(
@@ -127,8 +127,10 @@ def test_command_line_options_of_the_executors(capsys):
                             "--slurm-time-min must be at least 1")):
         assert main(["reproduce", *flags]) == 2  # refused before anything runs
         assert message in capsys.readouterr().err
-    args = _parser().parse_args(["reproduce", "--checkpoint-root", "/shared/ckpt"])
-    assert args.checkpoint_root == "/shared/ckpt"
+    calls = []
+    monkeypatch.setattr(pipeline, "reproduce", lambda preset, **kw: calls.append(kw))
+    assert main(["reproduce", "--checkpoint-root", "/shared/ckpt"]) == 0
+    assert calls[0]["checkpoint_root"] == "/shared/ckpt"
 
 
 def test_a_requeued_job_resumes_and_never_forces(tmp_path):
@@ -176,7 +178,7 @@ def test_failure_summary_names_the_notebook_error():
 def test_local_job_gives_the_numbers_of_an_in_process_run(tmp_path, tiny_ptb, notebooks):
     """The same seed through a submitit job (notebook 01 in a kernel) and through train.fit in
     this process: the same metrics and final numbers."""
-    config = make_config("ptb", "small", "real", epochs=2, preset="exec")
+    config = make_config("ptb", "small", "real", epochs=2, suffix="exec")
     out = tmp_path / "results"
     failed = executors.train_all(trainings([config], out, tiny_ptb), notebooks / "01_train.ipynb",
                                  out / "notebooks", out / "jobs", executor="local", threads=1)
@@ -218,7 +220,7 @@ def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path, t
     controller before its time limit): the job asks to be requeued, runs again and fit
     resumes from last.pt, keeping the epochs done before."""
     # signalled as soon as epoch 1 is written: the job cannot finish 6 epochs before that
-    config = make_config("ptb", "small", "vd", epochs=6, preset="requeue")
+    config = make_config("ptb", "small", "vd", epochs=6, suffix="requeue")
     out = tmp_path / "results"
     params = trainings([config], out, tiny_ptb)[config.run_id]
     job = executors.TrainingJob(notebooks / "01_train.ipynb",
@@ -252,7 +254,7 @@ def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path, t
 @pytest.mark.slow
 def test_slurm_submits_one_job_per_unfinished_run_with_the_resources(
         tmp_path, tiny_ptb, notebooks, fake_slurm, monkeypatch, capsys):
-    configs = [make_config("ptb", "small", v, epochs=1, preset="slurm") for v in ("vd", "real")]
+    configs = [make_config("ptb", "small", v, epochs=1, suffix="slurm") for v in ("vd", "real")]
     monkeypatch.setattr(pipeline, "preset_configs", lambda preset, seeds: configs)
     out = tmp_path / "results"
     parameters = executors.slurm_parameters(partition="gpu", account="lab", gpus_per_job=1,

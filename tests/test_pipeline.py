@@ -1,5 +1,9 @@
-"""lmtie.pipeline: notebook parameters, skipping finished runs, failures, and the smoke
-pipeline end to end on real PTB (slow)."""
+"""lmtie.pipeline: notebook parameters, skipping finished runs, failures, the smoke pipeline
+end to end on real PTB (slow), and the report page as a reader's browser shows it: a headless
+Chromium (Debian package `chromium`, installed by .ci/run) opens it offline at 1280 px and must
+find the summary first, every figure loaded at its design size (so its text reads at the size
+it was drawn), nothing wider than the window and no request outside the file (skipped, saying
+why, without a browser)."""
 
 import json
 import math
@@ -11,25 +15,28 @@ import nbformat
 import pandas as pd
 import pytest
 from bs4 import BeautifulSoup
+from chromium import find_browser, open_page
 
-from lmtie import download, identity, pipeline, reference, runs, tables
+from lmtie import download, identity, pipeline, reference, runs, settings, tables
 from lmtie.config import preset_configs
 from lmtie.data import split_sha256
 
-
-@pytest.mark.parametrize("preset", ["smoke", "cpu", "paper"])
-def test_notebook_parameters_reproduce_every_preset_config(preset):
-    for config in preset_configs(preset):
-        params = pipeline.train_parameters(config, threads=1)
-        assert params["threads"] == 1
-        del params["threads"]
-        assert pipeline.config_from_parameters(**params) == config
+COMMITTED_REPORT = Path(__file__).resolve().parents[1] / "results" / "report.html"
+WIDTH = 1280  # CSS px: a laptop window
+needs_browser = pytest.mark.skipif(find_browser() is None,
+                                   reason="no Chromium installed (apt-get install chromium; "
+                                          ".ci/run installs it)")
 
 
-def test_train_parameters_refuse_what_notebook_01_cannot_express():
-    config = preset_configs("smoke")[0].replace(bptt=20)
-    with pytest.raises(ValueError, match="cannot express"):
-        pipeline.train_parameters(config)
+def test_notebook_01_gets_the_flags_of_the_config():
+    config = preset_configs("smoke")[0].replace(tau=10.0, suffix="smoke-tau10",
+                                                valid_only=True)
+    params = pipeline.train_parameters(config, threads=1)
+    assert params == {"flags": "--corpus ptb --size small --variant vd --tau 10.0 --epochs 2 "
+                               "--max-batches 100 --suffix smoke-tau10", "threads": 1}
+    assert settings.parse_train_flags(params["flags"]) == config
+    with pytest.raises(ValueError, match="bptt"):
+        pipeline.train_parameters(config.replace(bptt=20))
 
 
 def test_is_finished_needs_the_same_config_and_a_later_final_json(tmp_path):
@@ -202,3 +209,32 @@ def test_smoke_pipeline_end_to_end_on_real_ptb(smoke, data_dir, capsys):
                       for c in configs}
     assert [p for p in outputs if p.read_bytes() != before[p]] == []
     assert second < min(120, first / 2)
+
+
+def _check_in_browser(report: Path, screenshot: Path) -> None:
+    page = open_page(report, WIDTH)
+    screenshot.write_bytes(page.png)
+    print(f"{report}: {page.width} × {page.height} px at a {WIDTH} px window; {screenshot}")
+    headings = [(tag, anchor) for tag, anchor, _ in page.headings]
+    assert headings[0][0] == "H1" and headings[1][0] == "H2"  # the title, then the sections
+    first_section = page.headings[1][2]
+    assert page.text.index("reproduced = within") < page.text.index("Contents:") < (
+        page.text.index(first_section)), "the summary and contents come before any section"
+    assert page.width <= WIDTH and page.overflowing == [], "nothing wider than the window"
+    assert page.images, "the figures are embedded"
+    for image in page.images:
+        assert image["complete"] and min(image["natural"]) > 0 and min(image["shown"]) > 0, image
+        assert image["design"] and image["shown"][0] == pytest.approx(image["design"], abs=1), (
+            f"{image['alt']}: shown {image['shown'][0]} px wide, drawn for {image['design']}")
+    assert all(url.startswith(("file:", "data:")) for url in page.requests), page.requests
+
+
+@needs_browser
+def test_committed_report_reads_in_a_browser(tmp_path):
+    _check_in_browser(COMMITTED_REPORT, tmp_path / "report-1280.png")
+
+
+@needs_browser
+@pytest.mark.slow
+def test_smoke_report_reads_in_a_browser(smoke):
+    _check_in_browser(smoke.report, smoke.results / "report-1280.png")

@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmtie import identity, loss, precision, report, tables, train
-from lmtie.cli import _parser, _train_config
+from lmtie import identity, loss, precision, settings, train
 from lmtie.config import make_config
 from lmtie.loss import lm_loss
 from lmtie.model import RNNLM
@@ -32,18 +31,16 @@ def setup(config, vocab_size=40):
 def test_bf16_runs_are_named_apart_and_are_no_ablation():
     config = make_config("ptb", "small", "vd", precision="bf16")
     assert config.run_id == "ptb-small-vd-seed1-bf16"
-    assert config.replace(preset="e10").run_id == "ptb-small-vd-seed1-e10-bf16"
+    assert config.replace(suffix="e10").run_id == "ptb-small-vd-seed1-e10-bf16"
     assert make_config("ptb", "small", "vd").run_id == "ptb-small-vd-seed1"  # fp32: unchanged
     with pytest.raises(ValueError, match="precision"):
         make_config("ptb", "small", "vd", precision="fp16")
-    args = _parser().parse_args(["train", "--variant", "real", "--epochs", "10",
-                                 "--precision", "bf16"])
-    cli_config = _train_config(args)
+    cli_config = settings.parse_train_flags("--variant real --epochs 10 --precision bf16")
     assert cli_config.run_id == "ptb-small-real-seed1-e10-bf16"
     assert not cli_config.valid_only  # a numerics setting, not a change of model or loss
-    assert report.train_command(cli_config).endswith("--epochs 10 --suffix e10 --precision bf16")
+    assert settings.train_command(cli_config).endswith("--epochs 10 --suffix e10 --precision bf16")
     # beside its fp32 base in the report's ablations table
-    assert tables.describe_change(cli_config, make_config("ptb", "small", "real")) == (
+    assert settings.describe_change(cli_config, make_config("ptb", "small", "real")) == (
         "10 epochs, bf16 matmuls")
 
 
@@ -51,7 +48,7 @@ def test_fp32_runs_keep_the_fingerprint_they_had_before_precision_existed():
     """Adding the precision setting orphans no run: an fp32 run's fingerprint (its checkpoint
     folder's name) is the one computed before the setting existed; a bf16 run has its own."""
     sha = {"train": "a", "valid": "b", "test": "c"}
-    config = make_config("ptb", "small", "real", seed=2, preset="smoke")
+    config = make_config("ptb", "small", "real", seed=2, suffix="smoke")
     before = "75d06034e89a1d22e18156e2c07f36f80c68887dc2bc11ab7a015f2d4b2309db"  # main@0d817f5
     assert identity.fingerprint(config, sha) == before
     assert identity.fingerprint(config.replace(precision="bf16"), sha) != before

@@ -52,6 +52,20 @@ def test_newer_versions_and_unknown_fields_are_refused(tmp_path):
         schema.read_metrics(tmp_path)
 
 
+def test_final_json_before_version_3_names_the_suffix_preset(tmp_path):
+    final = schema.FinalRecord(
+        run_id="r-e2", corpus="ptb", size="small", variant="vd", tied=False, alpha=0.0,
+        tau=20.0, seed=1, n_params=10, epochs_run=2, best_epoch=2, valid_ppl=100.0,
+        test_ppl=None, eval_batch_size=20, test_batch_size=1, suffix="e2", wall_s=1.0,
+        device="cpu")
+    old = {("preset" if k == "suffix" else k): v for k, v in final.to_dict().items()}
+    for version in (1, 2):
+        runs.write_json(tmp_path / "final.json", {**old, "schema_version": version})
+        assert schema.read_final(tmp_path) == final
+    schema.write_final(tmp_path, final)
+    assert runs.read_json(tmp_path / "final.json")["schema_version"] == 3
+
+
 def test_predictions_json_is_read_as_version_1_test_statistics(tmp_path):
     old = {"run_id": "r", "best_epoch": 2, "phrases": [], "mean_p_unk": 0.05,
            "mean_target_rank": 100.0, "n_tokens": 10}  # as the first runs wrote it
@@ -101,8 +115,9 @@ def test_committed_run_files_load():
     for run_dir in sorted((COMMITTED / "runs").iterdir()):
         if (run_dir / "metrics.jsonl").is_file():
             assert schema.read_metrics(run_dir), run_dir
-        if (run_dir / "final.json").is_file():
-            assert schema.read_final(run_dir).run_id == run_dir.name
+        if (run_dir / "final.json").is_file():  # version 2: its suffix as "preset"
+            final = schema.read_final(run_dir)
+            assert final.run_id == run_dir.name and final.run_id.endswith(final.suffix)
         if schema.test_statistics_path(run_dir).is_file():
             assert schema.read_test_statistics(run_dir).phrases
         schema.read_diagnostics(run_dir, run_dir.name)

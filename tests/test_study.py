@@ -22,9 +22,14 @@ def write_run(root, run_id, test_ppl, valid_ppl=100.0, **settings):
     _, _, variant, seed, *_ = run_id.split("-")
     config = make_config("ptb", "small", variant, seed=int(seed.removeprefix("seed")),
                          **settings)
-    runs.write_json(root / "runs" / run_id / "config.json", config.to_dict())
-    runs.write_json(root / "runs" / run_id / "final.json",
-                    {"run_id": run_id, "valid_ppl": valid_ppl, "test_ppl": test_ppl})
+    run_dir = root / "runs" / run_id
+    runs.write_json(run_dir / "config.json", config.to_dict())
+    schema.write_final(run_dir, schema.FinalRecord(
+        run_id=run_id, corpus=config.corpus, size=config.size, variant=config.variant,
+        tied=config.tied, alpha=config.alpha, tau=config.tau, seed=config.seed, n_params=1,
+        epochs_run=config.epochs, best_epoch=1, valid_ppl=valid_ppl, test_ppl=test_ppl,
+        eval_batch_size=20, test_batch_size=1, suffix=config.suffix, wall_s=1.0,
+        device="cpu"))
 
 
 @pytest.fixture

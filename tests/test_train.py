@@ -2,11 +2,14 @@
 
 import json
 import math
+import re
 
 import pytest
 import torch
+from helpers import cli_flags
 
 from lmtie import analysis, data, runs, schema, train
+from lmtie.cli import main
 from lmtie.config import make_config
 from lmtie.data import batchify
 from lmtie.model import RNNLM
@@ -16,7 +19,7 @@ TIME_KEYS = {"tokens_per_s", "elapsed_s", "wall_s"}
 
 def tiny_config(variant="real", **overrides):
     values = dict(embedding_dim=12, hidden_size=12, batch_size=4, bptt=5, epochs=3,
-                  eval_batch_size=4, preset="test")
+                  eval_batch_size=4, suffix="test")
     return make_config("ptb", "small", variant, **{**values, **overrides})
 
 
@@ -175,6 +178,25 @@ def test_nan_guard_keeps_last_good_checkpoint(tmp_path, tiny_ptb, monkeypatch):
     ckpt = runs.load_checkpoint(tmp_path / "ckpt" / config.run_id / "last.pt")
     assert ckpt["epoch"] == 1
     assert all(torch.isfinite(t).all() for t in ckpt["model"].values())
+
+
+def test_nan_guard_advice_names_options_that_exist(tmp_path, tiny_ptb, monkeypatch, capsys):
+    real_loss = train.lm_loss
+
+    def poisoned(*args, **kwargs):
+        parts = real_loss(*args, **kwargs)
+        return type(parts)(parts.objective * torch.nan, parts.ce * torch.nan, parts.aug_kl,
+                           parts.n_tokens)
+
+    monkeypatch.setattr(train, "lm_loss", poisoned)
+    assert main(["train", "--variant", "vd", "--epochs", "2", "--results-dir", str(tmp_path),
+                 "--checkpoint-dir", str(tmp_path / "C"), "--data-dir", str(tiny_ptb),
+                 "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lmtie train: error: ") and "Traceback" not in err
+    assert "non-finite training loss" in err and "no checkpoint" in err
+    named = set(re.findall(r"--[a-z][a-z-]+", err))
+    assert named and named <= cli_flags("train")
 
 
 def test_bad_inputs(tmp_path, tiny_ptb):

@@ -1,0 +1,78 @@
+"""Helpers shared by the test files: run dirs written as ``fit`` writes them, with chosen
+numbers; the lines a figure draws; an error's message; the flags the command line has."""
+
+import contextlib
+import io
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmtie import cli, reference, runs, schema
+from lmtie.config import Config, preset_configs
+
+SMOKE = {c.variant: c for c in preset_configs("smoke")}
+ENV = {"git_sha": "0123456789abcdef0123", "python": "3.11.7", "torch": "2.13.0",
+       "device": "cpu", "threads": 1, "start_time": "2025-01-01T00:00:00Z"}
+
+
+def top10(first: str) -> list[list]:
+    words = [first, "the", "a", "<unk>", "N", "of", "to", "in", "and", "null"]
+    return [[w, round(0.2 - 0.02 * i, 3)] for i, w in enumerate(words)]
+
+
+def write_run(results: Path, config: Config, valid: list[float], test: float | None,
+              distances: list[float] | None = None, first_word: str = "federal",
+              p_unk: float = 0.05, rank: float = 120.0) -> Path:
+    """A finished run dir as ``fit`` writes it, with chosen numbers."""
+    run_dir = results / "runs" / config.run_id
+    runs.write_json(run_dir / "config.json", config.to_dict())
+    runs.write_json(run_dir / "env.json", ENV)
+    schema.write_metrics(run_dir, [schema.EpochRow(
+        epoch=e, lr=1.0, train_ce=math.log(v + 20), train_aug_kl=0.0, tokens_per_s=1000.0,
+        valid_ppl=v, valid_ppl_test_batch=None,
+        subspace_distance=None if distances is None else distances[e - 1],
+        target_entropy=None, elapsed_s=10.0 * e) for e, v in enumerate(valid, 1)])
+    best = int(np.argmin(valid)) + 1
+    if not config.valid_only:  # an ablation has no test-set numbers (train.finish)
+        schema.write_test_statistics(run_dir, schema.TestStatistics(
+            run_id=config.run_id, best_epoch=best, n_tokens=82_429,
+            mean_p_unk=p_unk, mean_target_rank=rank, target_entropy=9.0,
+            uniform_entropy=math.log(10_000), logit_std=None, target_logit_std=None,
+            logit_target_corr=None, mean_p_articles=None, mean_p_neighbours=None,
+            neighbours_k=None,
+            phrases=[{"context": p["context"], "target": p["target"],
+                      "top10": top10(first_word)} for p in reference.PHRASES]))
+    schema.write_final(run_dir, schema.FinalRecord(
+        run_id=config.run_id, corpus=config.corpus, size=config.size,
+        variant=config.variant, tied=config.tied, alpha=config.alpha,
+        tau=config.tau, seed=config.seed, n_params=2_640_000 if config.tied else
+        4_650_000, epochs_run=len(valid), best_epoch=best, valid_ppl=min(valid),
+        test_ppl=test, eval_batch_size=20, test_batch_size=1,
+        suffix=config.suffix, wall_s=10.0 * len(valid), device="cpu"))
+    return run_dir
+
+
+def plotted(fig) -> list[list[float]]:
+    """The y values of the lines of the first panel (seaborn adds empty legend proxies)."""
+    return sorted([float(y) for y in line.get_ydata()] for line in fig.axes[0].lines
+                  if len(line.get_ydata()))
+
+
+def error(kind: type[Exception], function, *args) -> str:
+    with pytest.raises(kind) as info:
+        function(*args)
+    return str(info.value)
+
+
+def cli_flags(*commands: str) -> set[str]:
+    """The option strings of ``lmtie <command>`` for each command, from its ``--help``."""
+    flags = set()
+    for command in commands:
+        text = io.StringIO()
+        with contextlib.redirect_stdout(text), contextlib.suppress(SystemExit):
+            cli.main([command, "--help"])
+        flags |= set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", text.getvalue()))
+    return flags

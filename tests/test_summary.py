@@ -1,0 +1,41 @@
+"""lmtie.summary: what reproduces and what does not, from hand-made tables, and its contents
+linking the sections of the report notebook."""
+
+import json
+from pathlib import Path
+
+from lmtie import summary
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def test_summary_says_what_reproduces_and_what_does_not(page):
+    text = summary.summary(page, "smoke").data
+    assert "**Preset `smoke`**" in text and "**5 runs**" in text and "Smoke runs" in text
+    cell = next(line for line in text.splitlines() if line.startswith("- **ptb small**"))
+    assert "reproduced = within 3 points" in cell
+    assert ("reproduced: VD-LSTM 88.00 (1 seed) vs 87.3 (Δ +0.70); +RE 86.00 (1 seed) vs 85.1 "
+            "(Δ +0.90).") in cell
+    assert "**not reproduced: +AL** 90.00 (1 seed) vs 82.9 (Δ +7.10); no ablation run yet" in cell
+    assert ("**not reproduced: +REAL** 100.00 (1 seed) vs 82.7 (Δ +17.30); its largest gain "
+            "among 1 ablations: free output bias, validation 100.00 vs 120.00 at epoch 2 "
+            "([Does +REAL work? (validation set only)](#does-real-work))") in cell
+    assert "**Figure 1:** not run yet" in text
+    assert "**Not run here:** 16 cells" in text and "(#to-run)" in text
+    contents = text[text.index("**Contents:**"):]
+    assert all(f"(#{anchor})" in contents for anchor, _ in summary.SECTIONS)
+
+
+def test_summary_links_a_models_own_section_when_the_page_has_one(page, monkeypatch):
+    monkeypatch.setattr(summary, "SECTIONS",
+                        [*summary.SECTIONS, ("does-real-work", "Does +REAL work?")])
+    text = summary.summary(page, "smoke").data
+    assert "([Does +REAL work?](#does-real-work))" in text
+    assert "+AL** 90.00 (1 seed) vs 82.9 (Δ +7.10); no ablation run yet ([Ablations]" in text
+
+
+def test_every_section_of_the_contents_is_an_anchor_of_the_report_notebook():
+    cells = json.loads((NOTEBOOKS / "00_report.ipynb").read_text())["cells"]
+    headings = [line for c in cells if c["cell_type"] == "markdown"
+                for line in "".join(c["source"]).splitlines() if line.startswith("## ")]
+    assert headings == [f'## <a id="{anchor}"></a>{title}' for anchor, title in summary.SECTIONS]
