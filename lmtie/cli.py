@@ -210,7 +210,7 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError(f"--results-dir is the results root now (runs go to "
                              f"<results-dir>/runs/): pass {Path(args.results_dir).parent}")
         run_dir = train.fit(settings.train_config(vars(args)), data_dir=args.data_dir,
-                            results_dir=Path(args.results_dir) / "runs",
+                            results_dir=args.results_dir,
                             checkpoint_dir=args.checkpoint_dir,
                             device=args.device, resume=args.resume, force=args.force,
                             progress=not args.quiet)

@@ -38,6 +38,15 @@ _TAU = 20.0
 _RECORDED = ("fingerprint",)
 RENAMED = {"preset": "suffix"}  # old field name -> Config field (in files of earlier versions)
 
+# Figure 1 (Sec. 6.2, lmtie.figure1): the (β, τ) points of each sweep
+BETAS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)  # Figure 1a, at tau = 10
+TAUS = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0)  # Figure 1b, at beta = 1
+# "convergence": Figure 1a's β = 1 end trained CONVERGENCE_EPOCHS epochs, to see where the
+# 20-epoch distances were heading; a table of its own (schema.figure1_path)
+SWEEPS = {"a": [(b, 10.0) for b in BETAS], "b": [(1.0, t) for t in TAUS],
+          "convergence": [(1.0, 10.0)]}
+CONVERGENCE_EPOCHS = 100
+
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:

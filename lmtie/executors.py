@@ -28,7 +28,9 @@ from typing import Any
 
 import submitit
 
-from lmtie import runs
+from lmtie import runs, schema
+from lmtie.layout import ResultsDir
+from lmtie.settings import parse_train_flags
 
 EXECUTORS = ("local", "slurm")
 LOCAL_TIMEOUT_MIN = 30 * 24 * 60  # submitit's local default is 2 minutes; runs take hours
@@ -212,7 +214,7 @@ def checkpoint_root(executor: str, results_root: Path,
     cache may be per node or too small. Returns an absolute path. Raises: nothing."""
     if given is None:
         local = executor == "local"
-        given = runs.DEFAULT_CHECKPOINT_ROOT if local else results_root / "checkpoints"
+        given = runs.DEFAULT_CHECKPOINT_ROOT if local else ResultsDir(results_root).checkpoints
     return Path(given).expanduser().resolve()
 
 
@@ -232,9 +234,10 @@ class _Epochs:
 
     def __init__(self, trainings: dict[str, dict[str, Any]], notebook: Path) -> None:
         # results_dir is relative to the notebooks' folder, where the notebook runs
-        self.files = {run_id: notebook.parent / p["results_dir"] / "runs" / run_id
-                      / "metrics.jsonl" for run_id, p in trainings.items()}
-        self.epochs = {run_id: p["epochs"] for run_id, p in trainings.items()}
+        self.files = {run_id: ResultsDir(notebook.parent / p["results_dir"]).run(run_id)
+                      / schema.METRICS for run_id, p in trainings.items()}
+        self.epochs = {run_id: parse_train_flags(p["flags"]).epochs
+                       for run_id, p in trainings.items()}
         self.seen = {run_id: len(self._rows(run_id)) for run_id in trainings}
 
     def _rows(self, run_id: str) -> list[dict[str, Any]]:

@@ -4,7 +4,7 @@ A 2-layer LSTM, untied W, trained on a random contiguous 20,000-token slice of P
 dropout or weight decay, every word vector (row of Lᵀ) renormalised to unit norm after each
 update, on eq. 6.1 per token: ``β · τ²|V| · J^aug + (1 − β) · J`` (J^aug = ``augmented_kl``,
 J = CE); distance(span Lᵀ, span W) (Decision S1) after every epoch. Figure 1a sweeps β at
-τ = 10, 1b τ at β = 1 (:data:`lmtie.schema.SWEEPS`). Each run trains through Table 1's
+τ = 10, 1b τ at β = 1 (:data:`lmtie.config.SWEEPS`). Each run trains through Table 1's
 epoch loop (:func:`lmtie.train.train_epoch`) with its own step; its row
 (:class:`lmtie.schema.Figure1Row`) is appended to the sweep's table as it finishes, so a
 sweep resumes. The choices where the paper is silent (optimiser, batch, epoch budget,
@@ -29,12 +29,12 @@ from torch import Tensor
 
 from lmtie import schema
 from lmtie.analysis import centred_subspace_distance, projection_residual, subspace_distance
-from lmtie.config import make_config
+from lmtie.config import CONVERGENCE_EPOCHS, SWEEPS, make_config
 from lmtie.data import Corpus, batchify
 from lmtie.device import resolve_device
 from lmtie.loss import augmented_kl
 from lmtie.model import RNNLM, State
-from lmtie.schema import CONVERGENCE_EPOCHS, SWEEPS, Figure1Row, figure1_path, point_of
+from lmtie.schema import Figure1Row, figure1_path, point_of
 from lmtie.train import train_epoch
 
 SMOKE = {"slice_tokens": 2_000, "hidden_size": 16, "epochs": 2}

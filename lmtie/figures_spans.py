@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from lmtie import reference, report, schema
-from lmtie.config import VARIANT_LABELS
+from lmtie.config import SWEEPS, TAUS, VARIANT_LABELS
 from lmtie.figures import (
     ABLATION_STYLES,
     MIN_FONT_PT,
@@ -27,6 +27,7 @@ from lmtie.figures import (
     save_figure,
     styled,
 )
+from lmtie.layout import ResultsDir
 
 
 @styled
@@ -150,7 +151,7 @@ def plot_figure1(rows: list[schema.Figure1Row], sweep: str) -> Figure | None:
     else:
         ref_x, ref_y = [10.0], [ref["beta1_tau10"]]
         ax.set_xscale("log")
-        ax.set_xticks(list(schema.TAUS), [f"{t:g}" for t in schema.TAUS])
+        ax.set_xticks(list(TAUS), [f"{t:g}" for t in TAUS])
         ax.set_xlabel("τ (β = 1)")
     ax.plot(ref_x, ref_y, "x", color="red", markersize=10, mew=2, label="paper (read off Fig. 1)")
     ax.set_title(f"Figure 1{sweep}: span(W) vs span(Lᵀ), PTB 20k-token slice")
@@ -182,7 +183,7 @@ def plot_figure1_convergence(rows: list[schema.Figure1Row]) -> Figure | None:
     centred (``centred_subspace_distance``), one line per seed, with the paper's value at
     that point and 1/√d, where a W that J^aug has fitted but for its constant direction sits.
     None without such runs. Paper: Sec. 6.2, Figure 1a (β = 1 end); our addition."""
-    mine = [r for r in rows if schema.point_of(r) == schema.SWEEPS["convergence"][0]]
+    mine = [r for r in rows if schema.point_of(r) == SWEEPS["convergence"][0]]
     if not mine:
         return None
     fig, ax = _figure1_axes()
@@ -206,11 +207,11 @@ def draw_figure1(rows: list[schema.Figure1Row], results_dir: str | Path,
     """``figures/figure1{a,b}.png`` and ``figure1{a,b}_epochs.png`` under ``results_dir`` for
     each sweep (``"a"``, ``"b"`` or ``"both"``) that has rows; for ``"convergence"``,
     ``figures/figure1_convergence.png``. Raises: KeyError for an unknown sweep."""
-    figures = Path(results_dir) / "figures"
+    figure = ResultsDir(results_dir).figure
     if sweep == "convergence":
-        save_figure(plot_figure1_convergence(rows), figures / "figure1_convergence.png")
+        save_figure(plot_figure1_convergence(rows), figure("figure1_convergence"))
         return
     for name in ("a", "b") if sweep == "both" else (sweep,):
         if report.figure1_summary(rows, name):
-            save_figure(plot_figure1(rows, name), figures / f"figure1{name}.png")
-            save_figure(plot_figure1_per_epoch(rows, name), figures / f"figure1{name}_epochs.png")
+            save_figure(plot_figure1(rows, name), figure(f"figure1{name}"))
+            save_figure(plot_figure1_per_epoch(rows, name), figure(f"figure1{name}_epochs"))

@@ -32,6 +32,7 @@ from traitlets.config import Config as KernelConfig
 from lmtie import download, executors, identity, runs
 from lmtie.config import Config, preset_configs
 from lmtie.data import find_split_files, resolve_data_dir, split_sha256
+from lmtie.layout import ResultsDir
 from lmtie.settings import train_flags
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -110,14 +111,14 @@ def train_run(config: Config, results_dir: str | Path, *, force: bool = False,
     Raises:
         ValueError, FileNotFoundError, FloatingPointError: as :func:`lmtie.train.fit`.
     """
-    run_dir = Path(results_dir) / "runs" / config.run_id
+    run_dir = ResultsDir(results_dir).run(config.run_id)
     if not force and is_finished(run_dir, config):
         print(f"{config.run_id}: finished already ({run_dir / 'final.json'}); nothing to "
               "train (force = True retrains it)")
         return run_dir
     from lmtie.train import fit  # torch only when training
 
-    return fit(config, results_dir=Path(results_dir) / "runs", resume=True, force=force,
+    return fit(config, results_dir=results_dir, resume=True, force=force,
                progress=False, **fit_args)
 
 
@@ -266,15 +267,15 @@ def reproduce(preset: str, *, seeds: tuple[int, ...] = (1,), jobs: int = 1,
         if not (source / name).is_file():
             raise FileNotFoundError(f"{source / name}: not found; run from a checkout of lmtie "
                                     "installed with `pip install -e .`")
-    out = Path(results_dir or default_results_dir(preset)).expanduser().resolve()
+    out = ResultsDir(Path(results_dir or default_results_dir(preset)).expanduser().resolve())
     from_notebooks = os.path.relpath(out, source.resolve())  # the same text in every clone
     todo = []
     for config in [] if report_only else configs:
-        if force or not is_finished(out / "runs" / config.run_id, config):
+        if force or not is_finished(out.run(config.run_id), config):
             todo.append(config)
         else:
             print(f"[01_train {config.run_id}] skipped: finished "
-                  f"({out / 'runs' / config.run_id / 'final.json'})", flush=True)
+                  f"({out.run(config.run_id) / 'final.json'})", flush=True)
     failed = []
     if todo:
         data_root = resolve_data_dir(data_dir)
@@ -285,11 +286,11 @@ def reproduce(preset: str, *, seeds: tuple[int, ...] = (1,), jobs: int = 1,
             c, results_dir=from_notebooks, data_dir=str(data_root), device=device, force=force,
             checkpoint_dir=str(identity.checkpoint_dir_for(
                 c, identity.fingerprint(c, shas[c.corpus]), root))) for c in todo}
-        failed = executors.train_all(trainings, source / TRAIN_NOTEBOOK, out / "notebooks",
-                                     out / "jobs", executor=executor, jobs=jobs,
+        failed = executors.train_all(trainings, source / TRAIN_NOTEBOOK, out.notebooks,
+                                     out.jobs, executor=executor, jobs=jobs,
                                      parameters=executor_parameters or {},
                                      kernel_name=kernel_name, reattach=not force)
-    if failed and not any(is_finished(out / "runs" / c.run_id, c) for c in configs):
+    if failed and not any(is_finished(out.run(c.run_id), c) for c in configs):
         raise NotebookError(f"no run of the {preset} preset has finished; failed: "
                             f"{', '.join(failed)} (their errors and job logs are above)")
     if failed:
@@ -297,11 +298,11 @@ def reproduce(preset: str, *, seeds: tuple[int, ...] = (1,), jobs: int = 1,
               f"(failed: {', '.join(failed)}); rendering it with the runs that finished",
               flush=True)
     for name in (*ANALYSIS_NOTEBOOKS, REPORT_NOTEBOOK):
-        run_notebook(source / name, out / "notebooks" / name,
+        run_notebook(source / name, out.notebooks / name,
                      {"results_dir": from_notebooks, "preset": preset},
                      kernel_name=kernel_name)
-    html = out / "report.html"
-    render_html(out / "notebooks" / REPORT_NOTEBOOK, html)
+    html = out.report
+    render_html(out.notebooks / REPORT_NOTEBOOK, html)
     print(f"reproduce --preset {preset}: done in {time.perf_counter() - start:.0f} s; "
           f"report: {html}", flush=True)
     if failed:

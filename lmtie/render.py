@@ -18,6 +18,7 @@ from pandas.io.formats.style import Styler
 from lmtie import report, study, tables
 from lmtie.config import SIZES, make_config
 from lmtie.figures import embed
+from lmtie.layout import ResultsDir
 
 # Shades of |Δ| (perplexity points, ours − paper): upper bound, colour, meaning
 DELTA_SHADES = ((1.0, "#c7e9c0", "≤ 1"),
@@ -231,9 +232,9 @@ def ablations_section(results_dir: str | Path) -> list[HTML | Markdown | Styler]
     table = report.read_table(results_dir, "ablations")
     if table.empty:
         return [Markdown(f"*{NO_ABLATIONS[0].upper()}{NO_ABLATIONS[1:]}.*")]
-    figures = Path(results_dir) / "figures"
-    return [display_ablations(table), embed(figures / "ablations.png", "Ablations"),
-            embed(figures / "augmented.png", "The augmented loss during training")]
+    results = ResultsDir(results_dir)
+    return [display_ablations(table), embed(results.figure("ablations"), "Ablations"),
+            embed(results.figure("augmented"), "The augmented loss during training")]
 
 
 def real_study_section(results_dir: str | Path) -> list[HTML | Markdown | Styler]:
@@ -259,8 +260,7 @@ def real_study_section(results_dir: str | Path) -> list[HTML | Markdown | Styler
     parts: list[HTML | Markdown | Styler] = [
         Markdown("\n".join(study.conclusion(verdict, evaluation, results_dir))),
         styled(shown),
-        embed(Path(results_dir) / "figures" / "real_study.png",
-              "The +REAL study: validation curves")]
+        embed(ResultsDir(results_dir).figure("real_study"), "The +REAL study: validation curves")]
     if not evaluation.empty:
         chunks = [f"{lo:.0f}–{hi:.0f}" if pd.notna(lo) else "" for lo, hi in zip(
             evaluation.pop("chunk_ppl_min"), evaluation.pop("chunk_ppl_max"), strict=True)]
@@ -278,17 +278,17 @@ def figure1(results_dir: str | Path) -> list[HTML | Markdown | Styler]:
 
     Raises: ValueError on a malformed Figure 1 table. Paper: Sec. 6.2, Figure 1.
     """
-    figures = Path(results_dir) / "figures"
-    paths = [figures / f"figure1{p}.png" for p in "ab"]
+    figure = ResultsDir(results_dir).figure
+    paths = [figure(f"figure1{p}") for p in "ab"]
     points = report.figure1_points(results_dir)
     names = {"beta": "β", "tau": "τ", "distance": "distance (mean over seeds)"}
     shown: list[HTML | Markdown | Styler] = [styled(pd.DataFrame(points).rename(
         columns=names)).format("{:g}", subset=["β", "τ", "epochs"])] if points else []
     images = [embed(p, f"Figure 1{p.stem[-1]}") for p in paths if p.is_file()]
-    images += [embed(figures / f"figure1{p}_epochs.png", f"Figure 1{p} over training")
-               for p in "ab" if (figures / f"figure1{p}_epochs.png").is_file()]
-    if (figures / "figure1_convergence.png").is_file():
-        images.append(embed(figures / "figure1_convergence.png", "β = 1, τ = 10 trained longer"))
+    images += [embed(figure(f"figure1{p}_epochs"), f"Figure 1{p} over training")
+               for p in "ab" if figure(f"figure1{p}_epochs").is_file()]
+    if figure("figure1_convergence").is_file():
+        images.append(embed(figure("figure1_convergence"), "β = 1, τ = 10 trained longer"))
     if images:  # one output, so that the images stand side by side where the page allows
         shown.append(HTML(" ".join(image.data for image in images)))
     missing = [p.name for p in paths if not p.is_file()]

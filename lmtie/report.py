@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from lmtie import reference, runs, schema
-from lmtie.config import CORPORA, SIZES, VARIANTS, Config, preset_run
+from lmtie.config import CORPORA, SIZES, SWEEPS, VARIANTS, Config, preset_run
+from lmtie.layout import ResultsDir
 from lmtie.settings import train_command
 
 _FINAL_KEYS = ("n_params", "epochs_run", "best_epoch", "valid_ppl", "test_ppl", "device",
@@ -84,7 +85,7 @@ def load_runs(results_dir: str | Path, preset: str | None = None) -> pd.DataFram
         ValueError: a corrupt or incomplete run file (names it), or, with ``preset``, a run
             dir named as a preset run whose ``config.json`` is not the preset's config.
     """
-    root = Path(results_dir) / "runs"
+    root = ResultsDir(results_dir).runs
     dirs = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     expected = {d.name: preset_run(preset, d.name) for d in dirs} if preset else {}
     rows = [_run_row(d, expected.get(d.name), preset) for d in dirs
@@ -194,7 +195,7 @@ def read_table(results_dir: str | Path, name: str) -> pd.DataFrame:
     Raises:
         FileNotFoundError: the table is missing (run the analysis notebooks first).
     """
-    path = Path(results_dir) / "tables" / f"{name}.csv"
+    path = ResultsDir(results_dir).table(name)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; run `lmtie reproduce` or the analysis "
                                 "notebooks 02–04 first")
@@ -207,7 +208,7 @@ def figure1_summary(rows: list[schema.Figure1Row], sweep: str) -> list[dict[str,
     run) of the final distance, ``mean_epochs``. Raises: KeyError for an unknown sweep.
     Paper: Figure 1."""
     out = []
-    for beta, tau in schema.SWEEPS[sweep]:
+    for beta, tau in SWEEPS[sweep]:
         mine = [r for r in rows if schema.point_of(r) == (beta, tau)]
         if not mine:
             continue
@@ -226,7 +227,7 @@ def figure1_per_epoch(rows: list[schema.Figure1Row], sweep: str) -> list[dict[st
     (``mean[0]``: before training). Raises: KeyError for an unknown sweep.
     Paper: Sec. 6.2 (our addition: the paper shows final distances only)."""
     out = []
-    for beta, tau in schema.SWEEPS[sweep]:
+    for beta, tau in SWEEPS[sweep]:
         curves = [[r.initial_distance, *r.distance_per_epoch]
                   for r in rows if schema.point_of(r) == (beta, tau)]
         if curves:

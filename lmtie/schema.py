@@ -26,18 +26,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from lmtie import atomic
+from lmtie.layout import ResultsDir
 
 LEGACY = 1  # the version of files written before records had one
 METRICS, FINAL, TEST_STATISTICS, DIAGNOSTICS = (
     "metrics.jsonl", "final.json", "test_statistics.json", "diagnostics.json")
 LEGACY_TEST_STATISTICS = "predictions.json"  # the name of version 1
-BETAS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)  # Figure 1a, at tau = 10
-TAUS = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0)  # Figure 1b, at beta = 1
-# "convergence": Figure 1a's β = 1 end trained CONVERGENCE_EPOCHS epochs, to see where the
-# 20-epoch distances were heading; a table of its own (figure1_path)
-SWEEPS = {"a": [(b, 10.0) for b in BETAS], "b": [(1.0, t) for t in TAUS],
-          "convergence": [(1.0, 10.0)]}
-CONVERGENCE_EPOCHS = 100
 
 
 class SchemaError(ValueError):
@@ -249,10 +243,6 @@ class Figure1Row(Record):
         return super().from_dict(values, where)
 
 
-def _finite_or_none(value: float | None) -> float | None:
-    return None if value is None or math.isnan(value) else value
-
-
 def write_metrics(run_dir: str | Path, rows: list[EpochRow]) -> None:
     """``metrics.jsonl``, rewritten whole and atomically."""
     atomic.write_jsonl(Path(run_dir) / METRICS, [r.to_dict() for r in rows])
@@ -310,12 +300,11 @@ def write_diagnostics(run_dir: str | Path, diagnostics: Diagnostics) -> None:
 def figure1_path(results_dir: str | Path, sweep: str) -> Path:
     """A sweep's table under ``results_dir``: ``subspace/runs.jsonl`` (Figure 1a, 1b, both)
     or ``subspace/convergence.jsonl`` (its own budget); version 1: ``.csv``."""
-    name = "convergence" if sweep == "convergence" else "runs"
-    return Path(results_dir) / "subspace" / f"{name}.jsonl"
+    return ResultsDir(results_dir).subspace("convergence" if sweep == "convergence" else "runs")
 
 
 def point_of(row: Figure1Row) -> tuple[float, float]:
-    """(β, τ) of a row, rounded to compare with the points of :data:`SWEEPS`."""
+    """(β, τ) of a row, rounded to compare with the points of :data:`lmtie.config.SWEEPS`."""
     return round(float(row.beta), 6), round(float(row.tau), 6)
 
 
@@ -354,6 +343,7 @@ def _read_legacy_csv(path: Path) -> list[Figure1Row]:
                 for k, v in cells.items()}
         except ValueError as err:
             raise ValueError(f"{path}:{number}: {err}") from None
-        values["final_aug_kl"] = _finite_or_none(values["final_aug_kl"])
+        if math.isnan(values["final_aug_kl"]):  # nan: no J^aug (β = 0)
+            values["final_aug_kl"] = None
         rows.append(Figure1Row.from_dict(values, f"{path}:{number}"))
     return rows

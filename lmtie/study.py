@@ -21,6 +21,7 @@ import pandas as pd
 
 from lmtie import runs, schema
 from lmtie.config import Config, make_config
+from lmtie.layout import ResultsDir
 from lmtie.report import read_metrics
 
 FAITHFUL = "ptb-small-real-seed1"  # +REAL as we read the paper (40 epochs)
@@ -95,9 +96,9 @@ HYPOTHESES = (
 )
 
 
-def _curve(results_dir: Path, run_id: str) -> pd.Series:
+def _curve(results_dir: str | Path, run_id: str) -> pd.Series:
     """Validation perplexity by epoch of ``run_id`` (empty when it has no completed epoch)."""
-    run_dir = results_dir / "runs" / run_id
+    run_dir = ResultsDir(results_dir).run(run_id)
     path = run_dir / "metrics.jsonl"
     if not path.is_file() or not schema.read_metrics(run_dir):  # not started, or in epoch 1
         return pd.Series(dtype=float)
@@ -117,7 +118,7 @@ def test_perplexity(results_dir: str | Path, run_id: str) -> float:
     of its size; NaN while it trains, for a validation-only run and for a shortened one (a
     5-epoch run of another seed measures the test set too, but is no reading run in full).
     Raises: ValueError (a corrupt run file)."""
-    run_dir = Path(results_dir) / "runs" / run_id
+    run_dir = ResultsDir(results_dir).run(run_id)
     if not (run_dir / schema.FINAL).is_file():
         return math.nan
     config = Config.from_dict(runs.read_json(run_dir / "config.json"))
@@ -238,7 +239,7 @@ def conclusion(table: pd.DataFrame, diagnosed: pd.DataFrame, results_dir: str | 
 def _valid_over_test(results_dir: str | Path, run_id: str) -> float:
     """Validation over test perplexity at the best epoch of a finished run with a test number
     (``final.json``); NaN otherwise. Raises: ValueError (a corrupt file)."""
-    run_dir = Path(results_dir) / "runs" / run_id
+    run_dir = ResultsDir(results_dir).run(run_id)
     final = schema.read_final(run_dir) if (run_dir / schema.FINAL).is_file() else None
     if final is None or final.test_ppl is None:
         return math.nan
@@ -276,7 +277,7 @@ def evaluation(results_dir: str | Path) -> pd.DataFrame:
     pieces were). Validation set only.
     Raises: ValueError (a corrupt ``diagnostics.json``, named)."""
     rows = []
-    for path in sorted((Path(results_dir) / "runs").glob(f"*/{schema.DIAGNOSTICS}")):
+    for path in sorted(ResultsDir(results_dir).runs.glob(f"*/{schema.DIAGNOSTICS}")):
         for e in schema.read_diagnostics(path.parent, path.parent.name).entries:
             by_batch, one = e.valid_ppl_by_batch, e.batch1
             rows.append({
@@ -303,7 +304,7 @@ def valid_over_test_batch(results_dir: str | Path, run_ids: list[str]) -> pd.Dat
     for run_id in run_ids:
         if _curve(Path(results_dir), run_id).empty:  # not started, or in its first epoch
             continue
-        m = read_metrics(Path(results_dir) / "runs" / run_id)
+        m = read_metrics(ResultsDir(results_dir).run(run_id))
         if m["valid_ppl_test_batch"].notna().any():
             frames.append(pd.DataFrame({"run_id": run_id, "epoch": m["epoch"],
                                         "ratio": m["valid_ppl"] / m["valid_ppl_test_batch"]}))

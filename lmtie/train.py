@@ -26,6 +26,7 @@ from lmtie.config import Config
 from lmtie.data import Corpus, batchify, bptt_batches, num_bptt_batches
 from lmtie.device import prepare_device, resolve_device
 from lmtie.evaluation import evaluate
+from lmtie.layout import ResultsDir
 from lmtie.loss import LossParts, lm_loss
 from lmtie.model import RNNLM, State
 
@@ -133,10 +134,10 @@ def sgd_step(model: RNNLM, optimizer: torch.optim.Optimizer, config: Config,
 
 
 def fit(config: Config, *, data_dir: str | Path | None = None,
-        results_dir: str | Path = "results/runs", checkpoint_dir: str | Path | None = None,
+        results_dir: str | Path = "results", checkpoint_dir: str | Path | None = None,
         device: str = "auto", resume: bool = False, force: bool = False,
         progress: bool = True) -> Path:
-    """Train ``config`` and write its run dir; returns ``results_dir/<run_id>``.
+    """Train ``config`` and write its run dir; returns ``<results_dir>/runs/<run_id>``.
 
     Per epoch: SGD at ``config.lr_at(epoch)``, validation perplexity (batch
     ``eval_batch_size``), the per-epoch numbers of :func:`lmtie.analysis.epoch_numbers`, then
@@ -148,6 +149,7 @@ def fit(config: Config, *, data_dir: str | Path | None = None,
     fingerprint, ``env.json`` every start and the checkpoint it continued from.
 
     Args:
+        results_dir: the results root (:class:`lmtie.layout.ResultsDir`).
         checkpoint_dir: the folder of ``last.pt`` and ``best.pt``; None:
             ``~/.cache/lmtie/checkpoints/<run_id>-<fingerprint[:12]>/``.
         device: auto | cpu | cuda (:func:`lmtie.device.prepare_device`).
@@ -171,7 +173,7 @@ def fit(config: Config, *, data_dir: str | Path | None = None,
                       "fp32); train with --precision fp32", stacklevel=2)
     corpus = Corpus(config.corpus, data_dir)
     fp = identity.fingerprint(config, corpus.sha256)
-    run_dir = Path(results_dir) / config.run_id
+    run_dir = ResultsDir(results_dir).run(config.run_id)
     ckpt_dir = (identity.checkpoint_dir_for(config, fp) if checkpoint_dir is None
                 else Path(checkpoint_dir).expanduser())
     with identity.owned(run_dir, ckpt_dir):

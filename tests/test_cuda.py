@@ -143,7 +143,7 @@ def test_a_run_trains_end_to_end_on_cuda(tmp_path, tiny_ptb, variant, precision)
     """fit on the GPU, validation and test, the analyses (subspace distance when untied,
     ỹ entropy, logit alignment, prediction mass) included."""
     config = make_config("ptb", "small", variant, epochs=2, suffix="cuda", precision=precision)
-    run_dir = train.fit(config, data_dir=tiny_ptb, results_dir=tmp_path / "runs",
+    run_dir = train.fit(config, data_dir=tiny_ptb, results_dir=tmp_path,
                         checkpoint_dir=tmp_path / "ckpt", device="cuda", progress=False)
     final = runs.read_json(run_dir / "final.json")
     assert final["device"].startswith("cuda") and final["epochs_run"] == 2

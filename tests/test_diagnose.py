@@ -79,7 +79,7 @@ def test_chunks_are_contiguous_pieces_of_the_stream():
 def test_diagnose_a_run_keeps_one_entry_per_epoch(tmp_path, tiny_ptb, capsys):
     config = small_config()
     ckpt = tmp_path / "ckpt"
-    run_dir = train.fit(config, data_dir=tiny_ptb, results_dir=tmp_path / "runs",
+    run_dir = train.fit(config, data_dir=tiny_ptb, results_dir=tmp_path,
                         checkpoint_dir=ckpt, device="cpu", progress=False)
     corpus = data.Corpus("ptb", tiny_ptb)
     model = RNNLM(len(corpus.vocab), config)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from lmtie import figure1, figures_spans, report, schema
+from lmtie.config import BETAS, SWEEPS, TAUS
 from lmtie.figure1 import Figure1Setup, run_sweep, train_point
 from lmtie.schema import Figure1Row, read_figure1_rows
 
@@ -48,7 +49,7 @@ def test_sweep_points_share_beta1_tau10_once():
     assert len(points) == 2 * (7 + 6 - 1)
     assert points.count((1.0, 10.0, 1)) == 1
     assert points[:12] == [(b, t, 1) for b, t in dict.fromkeys(
-        schema.SWEEPS["a"] + schema.SWEEPS["b"])]
+        SWEEPS["a"] + SWEEPS["b"])]
     with pytest.raises(ValueError, match="sweep"):
         figure1.sweep_points("c")
 
@@ -178,9 +179,9 @@ def test_figure1_points_put_each_point_beside_the_paper(tmp_path):
 
 def test_summary_and_figures(tmp_path):
     rows = [make_row(b, 10.0, s, 1.0 - 0.9 * b + 0.01 * s, epochs=5)
-            for b in schema.BETAS for s in (1, 2, 3)]
+            for b in BETAS for s in (1, 2, 3)]
     stats = report.figure1_summary(rows, "a")
-    assert [s["x"] for s in stats] == list(schema.BETAS)
+    assert [s["x"] for s in stats] == list(BETAS)
     assert stats[0]["mean"] == pytest.approx(1.02) and stats[0]["std"] == pytest.approx(0.01)
     assert report.figure1_summary(rows, "b") == [{"x": 10.0, "beta": 1.0, "tau": 10.0, "n": 3,
                                                   "mean": pytest.approx(0.12), "std":
@@ -190,11 +191,11 @@ def test_summary_and_figures(tmp_path):
     with_curves = [replace(r, initial_distance=0.98,
                            distance_per_epoch=[0.9, 0.8, 0.7][:2 + (r.seed == 1)]) for r in rows]
     curves = report.figure1_per_epoch(with_curves, "a")
-    assert [c["x"] for c in curves] == list(schema.BETAS)
+    assert [c["x"] for c in curves] == list(BETAS)
     assert curves[-1]["mean"] == pytest.approx([0.98, 0.9, 0.8, 0.7])  # epoch 3: seed 1 only
     assert [c["x"] for c in report.figure1_per_epoch(with_curves, "b")] == [10.0]
     fig = figures_spans.plot_figure1_per_epoch(with_curves, "a")
-    assert len(fig.axes[0].lines) == len(schema.BETAS)
+    assert len(fig.axes[0].lines) == len(BETAS)
     assert figures_spans.plot_figure1([], "b") is None
     assert figures_spans.plot_figure1_per_epoch([], "b") is None
 
@@ -207,7 +208,7 @@ def test_cli_subspace_wires_its_flags(tmp_path, monkeypatch, capsys):
     def fake(sweep, seeds, results_dir, setup, device, data_dir, progress, jobs):
         seen.update(sweep=sweep, seeds=seeds, results_dir=results_dir, setup=setup,
                     device=device, progress=progress, jobs=jobs)
-        return [make_row(1.0, t, 1, 0.5, epochs=3) for t in schema.TAUS]
+        return [make_row(1.0, t, 1, 0.5, epochs=3) for t in TAUS]
 
     monkeypatch.setattr(figure1, "run_experiment", fake)
     out = str(tmp_path / "out")
@@ -246,6 +247,6 @@ def test_notebook_05_smoke_on_real_ptb(data_dir, tmp_path):
         "sweep": "b", "seeds": 1, "smoke": True, "results_dir": str(tmp_path / "results"),
         "data_dir": str(data_dir), "device": "cpu"})
     rows = read_figure1_rows(tmp_path / "results" / "subspace" / "runs.jsonl")
-    assert [(r.beta, r.tau, r.epochs) for r in rows] == [(1.0, t, 2) for t in schema.TAUS]
+    assert [(r.beta, r.tau, r.epochs) for r in rows] == [(1.0, t, 2) for t in TAUS]
     assert all(0.9 < r.final_distance <= r.initial_distance for r in rows)
     assert (tmp_path / "results" / "figures" / "figure1b.png").stat().st_size > 10_000

@@ -64,7 +64,7 @@ def test_paper_cell_trains_validates_and_tests(config, corpora, tmp_path, monkey
         1, k + 1).expand(weight.shape[0], k))
     monkeypatch.setattr(train, "subspace_distance", lambda a, b: 0.5)
     cell = config.replace(epochs=1, max_batches=2, batch_size=4, bptt=10)
-    run_dir = train.fit(cell, results_dir=tmp_path / "runs", checkpoint_dir=tmp_path / "ckpt",
+    run_dir = train.fit(cell, results_dir=tmp_path, checkpoint_dir=tmp_path / "ckpt",
                         device="cpu", progress=False)
 
     vocab_size = len(corpora[config.corpus].vocab)

@@ -16,7 +16,7 @@ from lmtie import report, runs, schema, tables
 
 COMMITTED = Path(__file__).resolve().parents[1] / "results" / "runs"
 REPORT_SIDE = ("report", "tables", "claims", "study", "summary", "figures", "figures_spans",
-               "render", "schema", "settings", "pipeline")
+               "render", "schema", "settings", "layout", "pipeline")
 TRAINING = ("lmtie.train", "lmtie.model", "lmtie.loss", "lmtie.figure1")
 
 

@@ -24,7 +24,7 @@ def tiny_config(variant="real", **overrides):
 
 
 def fit(config, tmp_path, data_dir, **kwargs):
-    return train.fit(config, data_dir=data_dir, results_dir=tmp_path / "runs",
+    return train.fit(config, data_dir=data_dir, results_dir=tmp_path,
                      checkpoint_dir=tmp_path / "ckpt" / config.run_id, device="cpu",
                      progress=False, **kwargs)
 
