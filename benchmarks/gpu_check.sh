@@ -2,7 +2,7 @@
 # make gpu-check: the CUDA path, tested and measured in at most 8 minutes of one GPU.
 # Writes everything under one folder, results/gpu-check/<gpu>/ (or $GPU_CHECK_DIR):
 #   nvidia-smi.txt          the device
-#   tests.txt, tests.xml    pytest -m gpu (tests/test_cuda.py)
+#   tests.txt, tests.xml    pytest -m gpu (the gpu tests of tests/test_device.py)
 #   throughput-{small,large}.md, gpu-ptb-{small,large}-fp32-bf16.json
 #                           plain cuDNN reference vs the four variants, fp32 and bf16
 #   concurrency.md, concurrency-ptb-small-vd-fp32.json
@@ -33,7 +33,7 @@ nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 "$BIN/python" -c "import torch; print(torch.__version__, torch.version.cuda, \
 torch.cuda.get_device_name(0), 'bf16', torch.cuda.is_bf16_supported())" >> "$OUT/nvidia-smi.txt" 2>&1
 
-step tests 100 "$BIN/pytest" -m gpu -q -p no:cacheprovider tests/test_cuda.py \
+step tests 100 "$BIN/pytest" -m gpu -q -p no:cacheprovider tests/test_device.py \
     --junitxml "$OUT/tests.xml"
 cp "$OUT/tests.log" "$OUT/tests.txt"
 step throughput-small 60 "$BIN/python" benchmarks/throughput.py --device cuda --size small \

@@ -148,7 +148,7 @@ def command_line_parameters(executor: str, *, jobs: int = 1, partition: str | No
     return slurm_parameters(**given, options=options)
 
 
-def _failure(error: Exception) -> str:
+def failure_summary(error: Exception) -> str:
     """The lines of a failed job's error worth printing: the NotebookError's message (names
     the notebook, the cell and the executed copy), else the trace's last line."""
     text = str(error)
@@ -158,7 +158,7 @@ def _failure(error: Exception) -> str:
     return lines[-1] if lines else type(error).__name__
 
 
-class _Scheduler:
+class Scheduler:
     """Starts (or finds) each run's job and follows it to the end."""
 
     def __init__(self, kind: str, jobs_root: Path, parameters: dict[str, Any],
@@ -288,7 +288,7 @@ def train_all(trainings: dict[str, dict[str, Any]], notebook: Path, executed: Pa
             ``reproduce`` waits for them).
     """
     parameters = parameters or {}
-    scheduler = _Scheduler(executor, jobs_root, parameters, reattach)
+    scheduler = Scheduler(executor, jobs_root, parameters, reattach)
     local = executor == "local"
     slots = min(jobs, len(trainings)) if local else len(trainings)
     if threads is None:
@@ -318,7 +318,7 @@ def train_all(trainings: dict[str, dict[str, Any]], notebook: Path, executed: Pa
                     print(f"[01_train {run_id}] finished in {job.result():.1f} s", flush=True)
                 else:
                     failed.append(run_id)
-                    print(f"[01_train {run_id}] FAILED: {_failure(error)}\n  job log: "
+                    print(f"[01_train {run_id}] FAILED: {failure_summary(error)}\n  job log: "
                           f"{job.paths.stdout}", flush=True)
             if running:
                 time.sleep(POLL_S)

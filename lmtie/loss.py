@@ -125,7 +125,7 @@ def lm_loss(wh: Tensor, bias: Tensor | None, targets: Tensor, embedding_weight: 
         ValueError: ``aug_bias`` without a ``bias``.
 
     With ỹ a fixed target (``detach_target=True``, the default) the loss runs as one fused
-    pass over the logits (``_FusedLoss``: both softmaxes, the gradient of eq. 3.4 written
+    pass over the logits (``FusedLoss``: both softmaxes, the gradient of eq. 3.4 written
     directly); the ablation ``detach_target=False`` runs ``augmented_kl`` under autograd.
     Both give the same numbers (tests/test_loss.py).
 
@@ -150,11 +150,11 @@ def lm_loss(wh: Tensor, bias: Tensor | None, targets: Tensor, embedding_weight: 
             words, index = distinct_targets(targets)
             target = (augmented_target_log_probs(embedding_weight, words, tau), index)
     stats = torch.empty(2, dtype=wh.dtype, device=wh.device)  # filled with (ce, aug_kl)
-    objective = _FusedLoss.apply(wh, bias, targets, target, alpha, tau, scale, stats, aug_bias)
+    objective = FusedLoss.apply(wh, bias, targets, target, alpha, tau, scale, stats, aug_bias)
     return LossParts(objective, stats[0], stats[1], n_tokens)
 
 
-class _FusedLoss(torch.autograd.Function):
+class FusedLoss(torch.autograd.Function):
     """``scale · (CE(wh + b) + alpha · KL(ỹ ‖ softmax(wh / tau)))`` with its gradient.
 
     The gradient w.r.t. ``wh`` is ``scale / N · [softmax(wh + b) − onehot(y)
@@ -170,7 +170,7 @@ class _FusedLoss(torch.autograd.Function):
         # fp32 throughout, also inside a bf16 autocast region (lmtie.precision): autocast
         # would run vecdot in bf16; wh arrives in fp32 (train_step casts it up)
         with torch.autocast(wh.device.type, enabled=False):
-            return _FusedLoss._forward(ctx, wh, bias, targets, target, alpha, tau, scale,
+            return FusedLoss._forward(ctx, wh, bias, targets, target, alpha, tau, scale,
                                        stats, aug_bias)
 
     @staticmethod

@@ -4,7 +4,7 @@ With ``bf16`` a training step runs under ``torch.autocast(..., dtype=torch.bfloa
 matmuls (the LSTM, whose CPU kernel is oneDNN's ``mkldnn_rnn_layer`` and runs in bf16 under
 autocast, the projection W h and the ỹ scores Lᵀu) take bf16 inputs and return bf16. Everything
 that accumulates stays fp32: the logits are cast up before the softmaxes (``train.train_step``;
-``loss._FusedLoss`` runs with autocast off), the carried LSTM state is cast back to fp32 between
+``loss.FusedLoss`` runs with autocast off), the carried LSTM state is cast back to fp32 between
 segments, and the parameters, their gradients and the optimiser state are fp32 (autocast casts
 copies of the weights; no loss scaling is needed with bf16's fp32 range). Evaluation is fp32.
 

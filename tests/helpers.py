@@ -1,5 +1,6 @@
 """Helpers shared by the test files: run dirs written as ``fit`` writes them, with chosen
-numbers; the lines a figure draws; an error's message; the flags the command line has."""
+numbers; the lines a figure draws; an error's message; the flags the command line has; a
+small model and an LSTMCell reference of its masked LSTM."""
 
 import contextlib
 import io
@@ -9,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from lmtie import cli, reference, runs, schema
-from lmtie.config import Config, preset_configs
+from lmtie.config import Config, make_config, preset_configs
+from lmtie.model import RNNLM
 
 SMOKE = {c.variant: c for c in preset_configs("smoke")}
 ENV = {"git_sha": "0123456789abcdef0123", "python": "3.11.7", "torch": "2.13.0",
@@ -76,3 +79,34 @@ def cli_flags(*commands: str) -> set[str]:
             cli.main([command, "--help"])
         flags |= set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", text.getvalue()))
     return flags
+
+
+def small_model(variant="vd", **overrides):
+    torch.manual_seed(0)
+    config = make_config("ptb", "small", variant, **overrides)
+    return RNNLM(50, config.replace(embedding_dim=16, hidden_size=16)), config
+
+
+
+def reference_lstm(model, x, state, masks):
+    """PyTorch's LSTMCell on the model's own tensors (so autograd reaches them), written
+    independently of lmtie: m_l on h for the recurrence and on the output, at every step."""
+    h0, c0 = state
+    cell = torch.nn.LSTMCell(x.shape[-1], model.hidden_size, dtype=x.dtype)
+    new_h, new_c = [], []
+    for layer in range(model.num_layers):
+        weights = {"weight_ih": getattr(model.lstm, f"weight_ih_l{layer}"),
+                   "weight_hh": getattr(model.lstm, f"weight_hh_l{layer}"),
+                   "bias_ih": getattr(model.lstm, f"bias_ih_l{layer}"),
+                   "bias_hh": getattr(model.lstm, f"bias_hh_l{layer}")}
+        if layer:  # the next layer's input size is H
+            cell = torch.nn.LSTMCell(model.hidden_size, model.hidden_size, dtype=x.dtype)
+        h, c, m, out = h0[layer], c0[layer], masks[layer], []
+        for t in range(x.shape[0]):
+            h, c = torch.func.functional_call(cell, weights, (x[t], (m * h, c)))  # same m ...
+            out.append(m * h)  # ... and on the output to the next layer / softmax
+        x = torch.stack(out)
+        new_h.append(h)
+        new_c.append(c)
+    return x, (torch.stack(new_h), torch.stack(new_c))
+

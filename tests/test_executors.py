@@ -147,7 +147,7 @@ def test_a_second_reproduce_waits_for_a_slurm_job_still_running(tmp_path, fake_s
     (fake_slurm / f"{job_id}.state").write_text("PENDING")
     runs.write_json(tmp_path / "jobs" / "run-a" / "job.json",
                     {"executor": "slurm", "job_id": job_id, "run_id": "run-a"})
-    scheduler = executors._Scheduler("slurm", tmp_path / "jobs", {}, reattach=True)
+    scheduler = executors.Scheduler("slurm", tmp_path / "jobs", {}, reattach=True)
     found = scheduler.start("run-a", job=None)  # nothing to submit: the job is found
     assert isinstance(found, submitit.SlurmJob) and found.job_id == job_id
     assert submissions(fake_slurm) == []
@@ -157,7 +157,7 @@ def test_a_refused_submission_says_why(tmp_path, fake_slurm, monkeypatch):
     monkeypatch.setenv("FAKE_SLURM_REFUSE", "invalid partition specified: gpux")
     job = executors.TrainingJob(Path("01_train.ipynb"), tmp_path / "01_train-run-a.ipynb", {},
                                 "python3", {})
-    scheduler = executors._Scheduler("slurm", tmp_path / "jobs", {"slurm_partition": "gpux"},
+    scheduler = executors.Scheduler("slurm", tmp_path / "jobs", {"slurm_partition": "gpux"},
                                      reattach=True)
     with pytest.raises(ValueError, match=r"refused the job: .*invalid partition specified"):
         scheduler.start("run-a", job)
@@ -168,10 +168,11 @@ def test_failure_summary_names_the_notebook_error():
     trace = ("Traceback ...\nlmtie.pipeline.NotebookError: notebook 01_train.ipynb (01_train x) "
              "failed in cell 3 ['run_dir = fit(']: ValueError: bad\nexecuted notebook with "
              "the traceback: /r/x.ipynb\n----------------------\nYou can check full logs")
-    assert executors._failure(RuntimeError(trace)) == (
+    assert executors.failure_summary(RuntimeError(trace)) == (
         "notebook 01_train.ipynb (01_train x) failed in cell 3 ['run_dir = fit(']: ValueError: "
         "bad\nexecuted notebook with the traceback: /r/x.ipynb")
-    assert executors._failure(RuntimeError("x\nOSError: disk full\n----")) == "OSError: disk full"
+    assert executors.failure_summary(RuntimeError("x\nOSError: disk full\n----")) == (
+        "OSError: disk full")
 
 
 @pytest.mark.slow
@@ -226,7 +227,7 @@ def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path, t
     job = executors.TrainingJob(notebooks / "01_train.ipynb",
                                 out / "notebooks" / f"01_train-{config.run_id}.ipynb",
                                 {**params, "force": True}, "python3", {})
-    scheduler = executors._Scheduler("local", out / "jobs", {}, reattach=False)
+    scheduler = executors.Scheduler("local", out / "jobs", {}, reattach=False)
     submitted = scheduler.start(config.run_id, job)
     metrics = out / "runs" / config.run_id / "metrics.jsonl"
     try:

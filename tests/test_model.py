@@ -2,18 +2,13 @@
 
 import pytest
 import torch
+from helpers import reference_lstm, small_model
 
 from lmtie.config import make_config
 from lmtie.model import RNNLM
 from lmtie.reference import N_PARAMS_M
 
 VOCAB = {"ptb": 10_000, "wikitext-2": 33_278}
-
-
-def small_model(variant="vd", **overrides):
-    torch.manual_seed(0)
-    config = make_config("ptb", "small", variant, **overrides)
-    return RNNLM(50, config.replace(embedding_dim=16, hidden_size=16)), config
 
 
 def test_tied_shares_storage_and_has_no_bias():
@@ -58,29 +53,6 @@ def test_masks_are_per_sequence_and_inverted_dropout():
     again = model.sample_masks(400, torch.Generator().manual_seed(1))
     assert torch.equal(masks, again)  # a seed gives the same masks (CPU generator, any device)
     assert (masks > 0).float().mean().item() == pytest.approx(keep, abs=0.02)
-
-
-def reference_lstm(model, x, state, masks):
-    """PyTorch's LSTMCell on the model's own tensors (so autograd reaches them), written
-    independently of lmtie: m_l on h for the recurrence and on the output, at every step."""
-    h0, c0 = state
-    cell = torch.nn.LSTMCell(x.shape[-1], model.hidden_size, dtype=x.dtype)
-    new_h, new_c = [], []
-    for layer in range(model.num_layers):
-        weights = {"weight_ih": getattr(model.lstm, f"weight_ih_l{layer}"),
-                   "weight_hh": getattr(model.lstm, f"weight_hh_l{layer}"),
-                   "bias_ih": getattr(model.lstm, f"bias_ih_l{layer}"),
-                   "bias_hh": getattr(model.lstm, f"bias_hh_l{layer}")}
-        if layer:  # the next layer's input size is H
-            cell = torch.nn.LSTMCell(model.hidden_size, model.hidden_size, dtype=x.dtype)
-        h, c, m, out = h0[layer], c0[layer], masks[layer], []
-        for t in range(x.shape[0]):
-            h, c = torch.func.functional_call(cell, weights, (x[t], (m * h, c)))  # same m ...
-            out.append(m * h)  # ... and on the output to the next layer / softmax
-        x = torch.stack(out)
-        new_h.append(h)
-        new_c.append(c)
-    return x, (torch.stack(new_h), torch.stack(new_c))
 
 
 def test_masked_forward_matches_reference_semantics():

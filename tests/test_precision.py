@@ -98,13 +98,13 @@ def test_bf16_autocast_runs_the_matmuls_in_bf16():
 def test_bf16_step_keeps_losses_state_and_parameters_fp32(variant, monkeypatch):
     config = tiny(variant, dropout=0.3)
     seen = []
-    fused = loss._FusedLoss.apply
+    fused = loss.FusedLoss.apply
 
     def spy(wh, *args):
         seen.append((wh.dtype, torch.is_autocast_enabled("cpu")))
         return fused(wh, *args)
 
-    monkeypatch.setattr(loss._FusedLoss, "apply", spy)
+    monkeypatch.setattr(loss.FusedLoss, "apply", spy)
     steps = {}
     for name in ("fp32", "bf16"):
         model, optimizer, inputs, targets = setup(config.replace(precision=name))
