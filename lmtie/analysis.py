@@ -26,8 +26,13 @@ from lmtie.schema import TestStatistics
 NEIGHBOURS = 10  # test statistics: mass on the target's nearest words in L
 
 
-def _float64(x: Tensor | np.ndarray) -> np.ndarray:
-    return np.asarray(x.detach().cpu() if isinstance(x, Tensor) else x, dtype=np.float64)
+def _pair(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``a`` and ``b`` as float64 arrays. Raises ValueError: not two (V, d) of one shape."""
+    a, b = (np.asarray(x.detach().cpu() if isinstance(x, Tensor) else x, dtype=np.float64)
+            for x in (a, b))
+    if a.ndim != 2 or a.shape != b.shape:
+        raise ValueError(f"expected two (V, d) matrices of one shape, got {a.shape}, {b.shape}")
+    return a, b
 
 
 def subspace_distance(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
@@ -50,9 +55,7 @@ def subspace_distance(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
 
     Paper: Sec. 6.2, Figure 1; Decision S1.
     """
-    a, b = _float64(a), _float64(b)
-    if a.ndim != 2 or a.shape != b.shape:
-        raise ValueError(f"expected two (V, d) matrices of one shape, got {a.shape}, {b.shape}")
+    a, b = _pair(a, b)
     # BLAS gets torch's thread budget: an extra OpenBLAS thread spinning against a training
     # run on the other core made this take 1.5-37 s instead of 0.65 s (10,000 x 200).
     with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
@@ -80,9 +83,7 @@ def centred_subspace_distance(a: Tensor | np.ndarray, b: Tensor | np.ndarray) ->
 
     Paper: Sec. 6.2; Deviation: our diagnostic beside Decision S1, not the plotted distance.
     """
-    a, b = _float64(a), _float64(b)
-    if a.ndim != 2 or a.shape != b.shape:
-        raise ValueError(f"expected two (V, d) matrices of one shape, got {a.shape}, {b.shape}")
+    a, b = _pair(a, b)
     return subspace_distance(a - a.mean(axis=0), b - b.mean(axis=0))
 
 
@@ -108,9 +109,7 @@ def projection_residual(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float
 
     Paper: Sec. 6.2 (Björck & Golub 1973); Deviation: a diagnostic, not the plotted S1.
     """
-    a, b = _float64(a), _float64(b)
-    if a.ndim != 2 or a.shape != b.shape:
-        raise ValueError(f"expected two (V, d) matrices of one shape, got {a.shape}, {b.shape}")
+    a, b = _pair(a, b)
     norm = np.linalg.norm(b)
     if norm == 0:
         raise ValueError("b is all zeros: its projection residual is undefined")
