@@ -28,13 +28,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lmtie import schema
-from lmtie.analysis import centred_subspace_distance, projection_residual, subspace_distance
 from lmtie.config import CONVERGENCE_EPOCHS, SWEEPS, make_config
 from lmtie.data import Corpus, batchify
 from lmtie.device import resolve_device
 from lmtie.loss import augmented_kl
 from lmtie.model import RNNLM, State
 from lmtie.schema import Figure1Row, figure1_path, point_of
+from lmtie.spans import centred_subspace_distance, projection_residual, subspace_distance
 from lmtie.train import train_epoch
 
 SMOKE = {"slice_tokens": 2_000, "hidden_size": 16, "epochs": 2}

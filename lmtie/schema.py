@@ -213,8 +213,8 @@ class Figure1Row(Record):
     """One Sec. 6.2 run (:func:`lmtie.figure1.train_point`). ``final_loss`` (last epoch's
     J^tot per token), ``final_ce``, ``final_aug_kl`` (nats per token; J^aug unscaled, None at
     β = 0); distances in [0, 1] (``initial_distance`` before training; per epoch: plain and
-    centred, :func:`lmtie.analysis.centred_subspace_distance`); ``final_residual``
-    (:func:`lmtie.analysis.projection_residual`); ``wall_s`` seconds; ``setup``: the
+    centred, :func:`lmtie.spans.centred_subspace_distance`); ``final_residual``
+    (:func:`lmtie.spans.projection_residual`); ``wall_s`` seconds; ``setup``: the
     :class:`lmtie.figure1.Figure1Setup` fields. Version 1: ``centred_distance_per_epoch``
     may be missing (read as [])."""
 
