@@ -22,6 +22,7 @@ from lmtie.schema import TestStatistics
 from lmtie.spans import subspace_distance
 
 NEIGHBOURS = 10  # test statistics: mass on the target's nearest words in L
+FREQUENT = 100  # per epoch: ỹ's mass on the most frequent training words
 
 
 def augmented_target_entropy(embedding_weight: Tensor, targets: Tensor, tau: float) -> float:
@@ -57,6 +58,35 @@ def _mean_over_targets(embedding_weight: Tensor, targets: Tensor, tau: float,
     values = torch.cat([statistic(augmented_target_log_probs(embedding_weight, chunk, tau).exp())
                         for chunk in words.split(1024)])
     return float((values.double() * counts).sum() / counts.sum())
+
+
+def target_mass_on_frequent(embedding_weight: Tensor, targets: Tensor, tau: float,
+                            train: Tensor, k: int = FREQUENT) -> float:
+    """Mean mass that ỹ_t = softmax(Lᵀ u_t / τ) puts on the ``k`` most frequent words of the
+    training stream (all V when V ≤ k), over the target words ``targets``: k/V when ỹ is
+    uniform, near 1 when J^aug pulls every prediction towards the, a, <unk>... whatever the
+    target.
+
+    Args:
+        embedding_weight: ``(V, D)`` float, Lᵀ. targets: ``(N,)`` int64 word ids. tau: > 0.
+        train: ``(T,)`` int64, the training stream (frequencies; ties: the lower id first).
+
+    Returns:
+        float in [0, 1], the mean over the N tokens.
+
+    Raises:
+        ValueError: ``tau <= 0``, no targets, or ``k < 1``.
+
+    Paper: eqs. 3.6-3.7, Sec. 6.4 (our addition: where ỹ sends J^aug's probability).
+    """
+    vocab = embedding_weight.shape[0]
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    counts = torch.bincount(train.cpu(), minlength=vocab)
+    frequent = torch.argsort(counts, descending=True, stable=True)[:k]
+    frequent = frequent.to(embedding_weight.device)
+    return _mean_over_targets(embedding_weight, targets, tau,
+                              lambda probs: probs[:, frequent].sum(-1))
 
 
 def alignment_sums(wh: Tensor, targets: Tensor, embedding_weight: Tensor) -> Tensor:
@@ -210,8 +240,9 @@ def epoch_numbers(model: RNNLM, corpus: Corpus, config: Config) -> dict[str, flo
     """What each ``metrics.jsonl`` row records beside the training losses and the validation
     perplexity (:class:`lmtie.schema.EpochRow`): ``valid_ppl_test_batch`` (the test
     protocol's batch, Decision E1, on the validation stream: valid/test ratios then compare
-    like with like), ``subspace_distance`` (Lᵀ, W; None when tied) and ``target_entropy``
-    (ỹ at ``config.tau`` over the validation targets, nats; log V: no word similarity)."""
+    like with like), ``subspace_distance`` (Lᵀ, W; None when tied), and over the validation
+    targets ỹ at ``config.tau``: ``target_entropy`` (nats; log V: no word similarity) and
+    ``target_mass_frequent`` (:func:`target_mass_on_frequent`)."""
     return {
         "valid_ppl_test_batch": evaluate(model, batchify(corpus.valid, config.test_batch_size),
                                          config.bptt).perplexity,
@@ -219,6 +250,9 @@ def epoch_numbers(model: RNNLM, corpus: Corpus, config: Config) -> dict[str, flo
             model.embedding.weight, model.projection.weight),
         "target_entropy": augmented_target_entropy(model.embedding.weight, corpus.valid[1:],
                                                    config.tau),
+        "target_mass_frequent": target_mass_on_frequent(model.embedding.weight,
+                                                        corpus.valid[1:], config.tau,
+                                                        corpus.train),
     }
 
 

@@ -106,6 +106,7 @@ class EpochRow(Record):
     subspace_distance: float | None
     target_entropy: float | None
     elapsed_s: float
+    target_mass_frequent: float | None = None  # ỹ's mass on the 100 most frequent train words
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""lmtie.analysis: ỹ's entropy, W h against Lᵀu, nearest neighbours and the mass on them."""
+"""lmtie.analysis: ỹ's entropy and its mass on the frequent words, W h against Lᵀu, nearest
+neighbours and the mass on them, the numbers of every epoch."""
 
 import math
 
@@ -6,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from lmtie import analysis
-from lmtie.analysis import alignment_sums, augmented_target_entropy
+from lmtie import analysis, data, runs, schema
+from lmtie.analysis import alignment_sums, augmented_target_entropy, target_mass_on_frequent
 from lmtie.config import make_config
 from lmtie.data import batchify
 from lmtie.model import RNNLM
@@ -70,3 +71,34 @@ def test_nearest_neighbours_and_the_mass_on_them():
     assert mass["mean_p_words"] == pytest.approx(probs[:, [2, 5]].sum(1).mean().item(), rel=1e-5)
     on_neighbours = probs.gather(1, neighbours[stream[1:]]).sum(1).mean().item()
     assert mass["mean_p_neighbours"] == pytest.approx(on_neighbours, rel=1e-5)
+
+
+def test_target_mass_on_frequent_words_against_hand_cases():
+    train = torch.tensor([3, 3, 3, 1, 1, 0, 2])  # counts: 3 > 1 > 0 = 2 (a tie: lower id first)
+    flat = torch.zeros(5, 2)  # every word vector equal: ỹ uniform over V = 5
+    assert target_mass_on_frequent(flat, torch.tensor([0, 4]), 1.0, train, k=2) == (
+        pytest.approx(2 / 5))
+    peaked = 10.0 * torch.eye(5)  # Lᵀu = 100 on the target itself: ỹ ≈ one-hot on it
+    targets = torch.tensor([3, 3, 4, 0])
+    assert target_mass_on_frequent(peaked, targets, 1.0, train, k=2) == pytest.approx(0.5)
+    assert target_mass_on_frequent(peaked, targets, 1.0, train, k=3) == pytest.approx(0.75)
+    assert target_mass_on_frequent(peaked, targets, 1.0, train, k=9) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        target_mass_on_frequent(peaked, targets, 1.0, train, k=0)
+
+
+def test_every_epoch_records_the_mass_and_older_rows_read_none(tiny_ptb, tmp_path):
+    corpus = data.Corpus("ptb", tiny_ptb)
+    config = make_config("ptb", "small", "real", embedding_dim=6, hidden_size=6)
+    model = RNNLM(len(corpus.vocab), config)
+    numbers = analysis.epoch_numbers(model, corpus, config)
+    assert numbers["target_mass_frequent"] == target_mass_on_frequent(
+        model.embedding.weight, corpus.valid[1:], config.tau, corpus.train)
+    assert numbers["target_mass_frequent"] == pytest.approx(1.0)  # V < 100: every word
+    row = schema.EpochRow(epoch=1, lr=1.0, train_ce=5.0, train_aug_kl=0.1, tokens_per_s=1.0,
+                          valid_ppl=100.0, elapsed_s=1.0, **numbers)
+    schema.write_metrics(tmp_path, [row])
+    assert schema.read_metrics(tmp_path) == [row]
+    older = {k: v for k, v in row.to_dict().items() if k != "target_mass_frequent"}
+    runs.write_jsonl(tmp_path / schema.METRICS, [older])  # a row written before the field
+    assert schema.read_metrics(tmp_path)[0].target_mass_frequent is None
