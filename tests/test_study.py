@@ -154,15 +154,15 @@ def test_conclusion_states_the_valid_over_test_ratios_and_the_batch(results):
                                   study.RE: (91.7101, 86.9254)}.items():
         write_run(results, run_id, test, valid)
     for run_id, batch20 in ((study.FAITHFUL, 100.2), (study.RE, 99.9)):
-        entry = {"epoch": 10, "checkpoint": "last",
-                 "valid_ppl_by_batch": {"1": 100.0, "10": 100.0, "20": batch20},
-                 "valid_ppl_state_reset": 120.0,
-                 "batch1": {"best_temperature": 1.0, "perplexity_by_temperature": {"1": 100.0},
-                            "rank": {"median": 9.0, "share_top10": 0.5},
-                            "tail": {"nll_share_worst0.01": 0.03},
-                            "calibration": {"mean_confidence": 0.3, "top1_accuracy": 0.2}}}
-        runs.write_json(results / "runs" / run_id / "diagnostics.json",
-                        {"run_id": run_id, "entries": [entry]})
+        entry = schema.DiagnosticsEntry(
+            epoch=10, checkpoint="last",
+            valid_ppl_by_batch={"1": 100.0, "10": 100.0, "20": batch20},
+            valid_ppl_state_reset=120.0,
+            batch1={"best_temperature": 1.0, "perplexity_by_temperature": {"1": 100.0},
+                    "rank": {"median": 9.0, "share_top10": 0.5},
+                    "tail": {"nll_share_worst0.01": 0.03},
+                    "calibration": {"mean_confidence": 0.3, "top1_accuracy": 0.2}})
+        schema.write_diagnostics(results / "runs" / run_id, schema.Diagnostics(run_id, [entry]))
     line = study.conclusion(study.verdict(results), study.evaluation(results), results)[-1]
     assert line == ("- **Valid (batch 20) / test (batch 1) at the best epoch:** real-seed1 1.19, "
                     "real-seed2 1.17, re-seed1 1.06; on the same checkpoint batch 20 and batch "
