@@ -156,7 +156,7 @@ def train_config(given: Mapping[str, Any]) -> Config:
         if s.valid is not None and value is not None and not s.valid(value):
             raise ValueError(f"{s.flag} must be {s.must}, got {value}")
     base_of = {s.name: given.get(s.name) or s.default for s in SETTINGS if s.name in BASE}
-    seed = given.get("seed") or 1
+    seed = 1 if given.get("seed") is None else given["seed"]
     overrides = {s.name: (given[s.name] if s.kind else s.switched) for s in SETTINGS
                  if s.name not in (*BASE, "seed", "suffix") and _is_given(s, given.get(s.name))}
     base = make_config(**base_of, seed=seed)

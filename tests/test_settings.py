@@ -25,6 +25,7 @@ def test_departures_from_the_preset_get_a_suffix():
     assert config.alpha == pytest.approx(0.65 * 10)  # Decision A1: alpha = gamma * tau
     assert parse_train_flags("--variant al --tau 0.5").run_id.endswith("-tau0p5")
     assert parse_train_flags("--variant al --alpha 0").alpha == 0.0  # 0 is a value
+    assert parse_train_flags("--seed 0").seed == 0
     assert parse_train_flags("--variant al --no-detach-target").detach_target is False
     assert parse_train_flags(["--epochs", "2", "--suffix", "smoke"]).run_id == (
         "ptb-small-vd-seed1-smoke")
