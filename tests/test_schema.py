@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from lmtie import runs, schema
+from lmtie.config import Config
 from lmtie.schema import EpochRow, Figure1Row, SchemaError
 
 ROW = EpochRow(epoch=1, lr=1.0, train_ce=5.0, train_aug_kl=0.1, tokens_per_s=100.0,
@@ -117,7 +118,9 @@ def test_committed_run_files_load():
             assert schema.read_metrics(run_dir), run_dir
         if (run_dir / "final.json").is_file():  # version 2: its suffix as "preset"
             final = schema.read_final(run_dir)
-            assert final.run_id == run_dir.name and final.run_id.endswith(final.suffix)
+            config = Config.from_dict(runs.read_json(run_dir / "config.json"))
+            assert final.run_id == run_dir.name == config.run_id
+            assert final.suffix == config.suffix
         if schema.test_statistics_path(run_dir).is_file():
             assert schema.read_test_statistics(run_dir).phrases
         schema.read_diagnostics(run_dir, run_dir.name)
