@@ -271,19 +271,19 @@ def test_paper_cell_trains_validates_and_tests(config, corpora, tmp_path, monkey
 
     vocab_size = len(corpora[config.corpus].vocab)
     assert vocab_size == data.EXPECTED[config.corpus]["vocab_size"]
-    final = runs.read_json(run_dir / "final.json")
-    assert final["n_params"] == expected_params(config, vocab_size)
+    final = schema.read_final(run_dir)
+    assert final.n_params == expected_params(config, vocab_size)
     paper = N_PARAMS_M.get((config.corpus, config.size, config.tied))
     if paper is not None:
-        assert round(final["n_params"] / 1e6, len(str(paper).split(".")[1])) == paper
+        assert round(final.n_params / 1e6, len(str(paper).split(".")[1])) == paper
     # two SGD steps from a uniform initialisation: finite and about as uncertain as uniform
-    for key in ("valid_ppl", "test_ppl"):
-        assert math.isfinite(final[key]) and 0.2 * vocab_size < final[key] < 5 * vocab_size
-    (row,) = runs.read_jsonl(run_dir / "metrics.jsonl")
-    assert (row["subspace_distance"] is None) == config.tied
-    assert 0 < row["target_entropy"] <= math.log(vocab_size) + 1e-6
-    predictions = runs.read_json(run_dir / "predictions.json")
-    assert predictions["n_tokens"] == SHORT["test"] - 1
-    assert len(predictions["phrases"]) == (4 if config.corpus == "ptb" else 0)
-    assert all(len(p["top10"]) == 10 for p in predictions["phrases"])
-    assert 0 < predictions["mean_p_unk"] < 1
+    for ppl in (final.valid_ppl, final.test_ppl):
+        assert math.isfinite(ppl) and 0.2 * vocab_size < ppl < 5 * vocab_size
+    (row,) = schema.read_metrics(run_dir)
+    assert (row.subspace_distance is None) == config.tied
+    assert 0 < row.target_entropy <= math.log(vocab_size) + 1e-6
+    statistics = schema.read_test_statistics(run_dir)
+    assert statistics.n_tokens == SHORT["test"] - 1
+    assert len(statistics.phrases) == (4 if config.corpus == "ptb" else 0)
+    assert all(len(p["top10"]) == 10 for p in statistics.phrases)
+    assert 0 < statistics.mean_p_unk < 1
