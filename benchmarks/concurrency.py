@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.throughput import Runner
-from lmtie import runs, train
+from lmtie import atomic, runs, train
 from lmtie.config import make_config
 from lmtie.data import Corpus, batchify, bptt_batches
 
@@ -112,7 +112,7 @@ def main() -> None:
               "device": str(device), "environment": runs.environment(device), "rows": rows}
     out = Path(args.out) / (f"concurrency-{args.corpus}-{args.size}-{args.variant}-"
                             f"{args.precision}.json")
-    runs.write_json(out, result)
+    atomic.write_json(out, result)
     print("| trainings side by side | ms/step per training (median) | aggregate tok/s "
           "| × one training |")
     print("|---|---|---|---|")

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmtie import precision, runs, train
+from lmtie import atomic, precision, runs, train
 from lmtie.config import PRECISIONS, VARIANT_LABELS, VARIANTS, make_config
 from lmtie.data import Corpus, batchify, bptt_batches
 from lmtie.model import RNNLM
@@ -166,7 +166,7 @@ def write_profile(batches, vocab_size, args, device, path: Path) -> None:
                 runner.step(inputs, targets)
         table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
         tables.append(f"## {name}: 3 training steps, {args.threads} thread(s)\n{table}")
-    runs.atomic_write_text(path, "\n\n".join(tables) + "\n")
+    atomic.write_text(path, "\n\n".join(tables) + "\n")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -243,7 +243,7 @@ def main() -> None:
     }
     tag = "" if args.precisions == ["fp32"] else "-" + "-".join(args.precisions)
     out = Path(args.out) / f"{result['machine']}-{args.corpus}-{args.size}{tag}.json"
-    runs.write_json(out, result)
+    atomic.write_json(out, result)
     if args.profile:
         write_profile(batches, len(corpus.vocab), args, device, out.with_name(
             out.stem + "-profile.txt"))

@@ -18,7 +18,7 @@ _FILE_MODE = 0o666 & ~_UMASK  # what open() would give a new file
 
 
 @contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
+def replacing(path: Path) -> Iterator[Path]:
     """Yield a temporary path ``.<name>.<random>.tmp`` beside ``path``; on success it replaces
     ``path`` atomically (``os.replace``), on any error it is removed: readers see the old or
     the new file, never a torn one. A process killed in between leaves the temporary file:
@@ -52,9 +52,9 @@ def remove_orphans(folder: Path) -> list[Path]:
     return orphans
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically: a crash never leaves a torn file."""
-    with _atomic(Path(path)) as tmp:
+    with replacing(Path(path)) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
@@ -69,12 +69,12 @@ def _finite_only(constant: str) -> Any:
 
 def write_json(path: Path, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON (NaN/inf are refused: they are bugs here)."""
-    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+    write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     """Atomically write ``rows`` as JSON lines (the whole file, so it is never torn)."""
-    atomic_write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
+    write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
 
 
 def read_json(path: Path) -> Any:

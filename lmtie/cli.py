@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from lmtie import settings
+from lmtie import atomic, settings
 from lmtie.config import CORPORA, DEVICES, PRESETS
 
 # Heavy imports (torch, pandas, papermill) wait for the command that needs them, so that
@@ -204,7 +204,6 @@ def _run(args: argparse.Namespace) -> int:
     from lmtie import train
 
     if args.command == "train":
-        from lmtie import runs
 
         if Path(args.results_dir).name == "runs":  # the old meaning: the runs folder itself
             raise ValueError(f"--results-dir is the results root now (runs go to "
@@ -214,7 +213,7 @@ def _run(args: argparse.Namespace) -> int:
                             checkpoint_dir=args.checkpoint_dir,
                             device=args.device, resume=args.resume, force=args.force,
                             progress=not args.quiet)
-        print(json.dumps(runs.read_json(run_dir / "final.json"), indent=2))
+        print(json.dumps(atomic.read_json(run_dir / "final.json"), indent=2))
     elif args.command == "evaluate":
         final = train.evaluate_run(args.run_dir, data_dir=args.data_dir,
                                    checkpoint_dir=args.checkpoint_dir, device=args.device,

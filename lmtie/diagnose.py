@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmtie import identity, runs, schema
+from lmtie import atomic, identity, runs, schema
 from lmtie.config import Config
 from lmtie.data import Corpus, batchify
 from lmtie.device import resolve_device
@@ -142,7 +142,7 @@ def diagnose(run_dir: str | Path, *, checkpoint: str = "last", data_dir: str | P
     if checkpoint not in ("last", "best"):
         raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
     run_dir = Path(run_dir)
-    config = Config.from_dict(runs.read_json(run_dir / "config.json"))
+    config = Config.from_dict(atomic.read_json(run_dir / "config.json"))
     corpus = Corpus(config.corpus, data_dir)
     fp = identity.fingerprint(config, corpus.sha256)
     if checkpoint_dir is None:

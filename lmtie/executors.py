@@ -28,7 +28,7 @@ from typing import Any
 
 import submitit
 
-from lmtie import runs, schema
+from lmtie import atomic, runs, schema
 from lmtie.layout import ResultsDir
 from lmtie.settings import parse_train_flags
 
@@ -180,7 +180,7 @@ class Scheduler:
         """
         folder = self.jobs_root / run_id
         record = folder / "job.json"
-        previous = runs.read_json(record) if record.is_file() else {}
+        previous = atomic.read_json(record) if record.is_file() else {}
         if self.reattach and self.kind == "slurm" and previous.get("executor") == "slurm":
             found = submitit.SlurmJob(folder=folder, job_id=str(previous["job_id"]))
             state = found.get_info(mode="force").get("State", "UNKNOWN").split()[0]
@@ -196,7 +196,7 @@ class Scheduler:
         except submitit.core.utils.FailedJobError as err:
             raise ValueError(f"{run_id}: the {self.kind} executor refused the job: {err}; "
                              "check the --slurm-* options") from err
-        runs.write_json(record, {"executor": self.kind, "job_id": submitted.job_id,
+        atomic.write_json(record, {"executor": self.kind, "job_id": submitted.job_id,
                                  "run_id": run_id, "log": str(submitted.paths.stdout)})
         print(f"[01_train {run_id}] submitted: {self.kind} job {submitted.job_id} "
               f"(log: {submitted.paths.stdout})", flush=True)
@@ -242,7 +242,7 @@ class _Epochs:
 
     def _rows(self, run_id: str) -> list[dict[str, Any]]:
         try:
-            return runs.read_jsonl(self.files[run_id])
+            return atomic.read_jsonl(self.files[run_id])
         except (FileNotFoundError, ValueError):  # not started yet, or a line half written
             return []
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from lmtie import lock, runs
+from lmtie import atomic, lock, runs
 from lmtie.config import RENAMED, Config
 from lmtie.schema import EpochRow
 
@@ -127,10 +127,10 @@ def recorded_epochs(run_dir: Path, config: Config, fp: str, corpus_sha256: dict[
             fingerprint than ``fp``: names both, says what differs, then ``fix``.
     """
     metrics = run_dir / "metrics.jsonl"
-    epochs = len(runs.read_jsonl(metrics)) if metrics.is_file() else 0
+    epochs = len(atomic.read_jsonl(metrics)) if metrics.is_file() else 0
     if not (run_dir / "config.json").is_file():
         return epochs
-    stored = runs.read_json(run_dir / "config.json")
+    stored = atomic.read_json(run_dir / "config.json")
     theirs = recorded_fingerprint(stored, stored.get("fingerprint"), corpus_sha256)
     if theirs != fp and (epochs or (run_dir / "final.json").is_file()):
         raise ValueError(
@@ -185,7 +185,7 @@ def owned(run_dir: Path, ckpt_dir: Path) -> Iterator[None]:
             if folder.resolve() not in held:
                 stack.enter_context(lock.hold(folder, label))
                 held.add(folder.resolve())
-            for orphan in runs.remove_orphans(folder):
+            for orphan in atomic.remove_orphans(folder):
                 print(f"removed {orphan}: a write killed midway left it")
         yield
 

@@ -29,7 +29,7 @@ import papermill
 from nbconvert import HTMLExporter
 from traitlets.config import Config as KernelConfig
 
-from lmtie import download, executors, identity, runs
+from lmtie import atomic, download, executors, identity
 from lmtie.config import Config, preset_configs
 from lmtie.data import find_split_files, resolve_data_dir, split_sha256
 from lmtie.layout import ResultsDir
@@ -94,7 +94,7 @@ def is_finished(run_dir: Path, config: Config) -> bool:
     config_path, final_path = run_dir / "config.json", run_dir / "final.json"
     if not (config_path.is_file() and final_path.is_file()):
         return False
-    return (Config.from_dict(runs.read_json(config_path)) == config
+    return (Config.from_dict(atomic.read_json(config_path)) == config
             and final_path.stat().st_mtime_ns >= config_path.stat().st_mtime_ns)
 
 
@@ -197,7 +197,7 @@ def _make_reproducible(notebook: Path) -> None:
             text = output.get("data", {}).get("text/plain")
             if isinstance(text, str):
                 output["data"]["text/plain"] = re.sub(r" at 0x[0-9a-f]+>", ">", text)
-    runs.atomic_write_text(notebook, nbformat.writes(nb) + "\n")
+    atomic.write_text(notebook, nbformat.writes(nb) + "\n")
 
 
 def render_html(notebook: Path, html: Path) -> None:
@@ -213,7 +213,7 @@ def render_html(notebook: Path, html: Path) -> None:
                             template_file="report.html.j2", exclude_input=True,
                             exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_filename(str(notebook))
-    runs.atomic_write_text(html, body)
+    atomic.write_text(html, body)
 
 
 def reproduce(preset: str, *, seeds: tuple[int, ...] = (1,), jobs: int = 1,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lmtie import reference, runs, schema
+from lmtie import atomic, reference, schema
 from lmtie.config import CORPORA, SIZES, SWEEPS, VARIANTS, Config, preset_run
 from lmtie.layout import ResultsDir
 from lmtie.settings import train_command
@@ -96,7 +96,7 @@ def load_runs(results_dir: str | Path, preset: str | None = None) -> pd.DataFram
 def _run_row(run_dir: Path, expected: Config | None, preset: str | None) -> dict[str, Any]:
     """The :func:`load_runs` row of one run dir (finished or in progress)."""
     try:
-        config = Config.from_dict(runs.read_json(run_dir / "config.json"))
+        config = Config.from_dict(atomic.read_json(run_dir / "config.json"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{run_dir / 'config.json'}: not found; train the run") from None
     if expected is not None and config != expected:
@@ -116,13 +116,13 @@ def _run_row(run_dir: Path, expected: Config | None, preset: str | None) -> dict
         if done >= config.epochs:  # trained to the end, but its final evaluation is missing
             raise FileNotFoundError(f"{run_dir / schema.FINAL}: not found although all "
                                     f"{config.epochs} epochs ran; {hint}")
-        env = runs.read_json(run_dir / "env.json") if (run_dir / "env.json").is_file() else {}
+        env = atomic.read_json(run_dir / "env.json") if (run_dir / "env.json").is_file() else {}
         return {**row, "status": f"in progress (epoch {done} of {config.epochs})",
                 "epochs_run": done, "device": env.get("device"), "git_sha": env.get("git_sha"),
                 "threads": env.get("threads"), "torch": env.get("torch"),
                 "start_time": env.get("start_time"), "command": f"{command} --resume"}
     final = _read(schema.read_final, run_dir, schema.FINAL, hint)
-    env = _read(lambda d: runs.read_json(d / "env.json"), run_dir, "env.json", hint)
+    env = _read(lambda d: atomic.read_json(d / "env.json"), run_dir, "env.json", hint)
     if not isinstance(env, dict) or "git_sha" not in env:
         raise ValueError(f"{run_dir / 'env.json'}: missing ['git_sha']; {hint}")
     row = {**row, **{k: getattr(final, k) for k in _FINAL_KEYS}, "status": "finished",
@@ -185,7 +185,7 @@ def save_table(table: pd.DataFrame, path: str | Path) -> pd.DataFrame:
     Raises:
         OSError: ``path`` cannot be written.
     """
-    runs.atomic_write_text(Path(path), table.to_csv(index=False))
+    atomic.write_text(Path(path), table.to_csv(index=False))
     return table
 
 

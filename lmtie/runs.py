@@ -23,15 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lmtie import schema
-from lmtie.atomic import (  # noqa: F401  (re-exported: the run files' I/O)
-    _atomic,
-    atomic_write_text,
-    read_json,
-    read_jsonl,
-    remove_orphans,
-    write_json,
-    write_jsonl,
-)
+from lmtie.atomic import read_json, replacing, write_json
 
 if TYPE_CHECKING:
     from lmtie.config import Config
@@ -49,7 +41,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
             through a Python file object: torch's own writer reports a full disk as an
             unspecific RuntimeError.)
     """
-    with _atomic(Path(path)) as tmp, open(tmp, "wb") as file:
+    with replacing(Path(path)) as tmp, open(tmp, "wb") as file:
         torch.save(payload, file)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lmtie import runs, schema
+from lmtie import atomic, schema
 from lmtie.config import Config, make_config
 from lmtie.layout import ResultsDir
 from lmtie.report import read_metrics
@@ -121,7 +121,7 @@ def test_perplexity(results_dir: str | Path, run_id: str) -> float:
     run_dir = ResultsDir(results_dir).run(run_id)
     if not (run_dir / schema.FINAL).is_file():
         return math.nan
-    config = Config.from_dict(runs.read_json(run_dir / "config.json"))
+    config = Config.from_dict(atomic.read_json(run_dir / "config.json"))
     full = make_config(config.corpus, config.size, config.variant)
     test = schema.read_final(run_dir).test_ppl
     if test is None or config.epochs < full.epochs or config.max_batches is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lmtie import reference, runs
+from lmtie import atomic, reference
 from lmtie.config import SIZES, VARIANT_LABELS, Config, preset_configs, preset_run
 from lmtie.report import ALIGNMENT_KEYS, finished, read_metrics
 from lmtie.settings import describe_change, train_command
@@ -148,7 +148,7 @@ def ablations(all_runs: pd.DataFrame, preset: str) -> pd.DataFrame:
         base = (read_metrics(dirs[base_id]).set_index("epoch")["valid_ppl"]
                 if done.get(base_id, 0) > 0 else pd.Series(dtype=float))
         base_valid = base.get(epoch, np.nan)
-        config = Config.from_dict(runs.read_json(Path(run["run_dir"]) / "config.json"))
+        config = Config.from_dict(atomic.read_json(Path(run["run_dir"]) / "config.json"))
         rows.append({**{c: run[c] for c in ("corpus", "size", "model", "seed", "status",
                                             "run_id", "command")},
                      "change": describe_change(config, base_config),

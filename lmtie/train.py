@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from lmtie import analysis, identity, precision, runs, schema
+from lmtie import analysis, atomic, identity, precision, runs, schema
 from lmtie.config import Config
 from lmtie.data import Corpus, batchify, bptt_batches, num_bptt_batches
 from lmtie.device import prepare_device, resolve_device
@@ -280,7 +280,7 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | Path | None = None,
     if not (run_dir / "config.json").is_file():
         raise FileNotFoundError(f"{run_dir} is not a run dir (no config.json); give "
                                 "results/runs/<run_id>")
-    config = Config.from_dict(runs.read_json(run_dir / "config.json"))
+    config = Config.from_dict(atomic.read_json(run_dir / "config.json"))
     history = schema.read_metrics(run_dir)
     dev = resolve_device(device)
     corpus = Corpus(config.corpus, data_dir)

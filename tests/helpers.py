@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmtie import cli, reference, runs, schema
+from lmtie import atomic, cli, reference, schema
 from lmtie.config import Config, make_config, preset_configs
 from lmtie.model import RNNLM
 
@@ -31,8 +31,8 @@ def write_run(results: Path, config: Config, valid: list[float], test: float | N
               p_unk: float = 0.05, rank: float = 120.0) -> Path:
     """A finished run dir as ``fit`` writes it, with chosen numbers."""
     run_dir = results / "runs" / config.run_id
-    runs.write_json(run_dir / "config.json", config.to_dict())
-    runs.write_json(run_dir / "env.json", ENV)
+    atomic.write_json(run_dir / "config.json", config.to_dict())
+    atomic.write_json(run_dir / "env.json", ENV)
     schema.write_metrics(run_dir, [schema.EpochRow(
         epoch=e, lr=1.0, train_ce=math.log(v + 20), train_aug_kl=0.0, tokens_per_s=1000.0,
         valid_ppl=v, valid_ppl_test_batch=None,

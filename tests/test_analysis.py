@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmtie import analysis, data, runs, schema
+from lmtie import analysis, atomic, data, schema
 from lmtie.analysis import alignment_sums, augmented_target_entropy, target_mass_on_frequent
 from lmtie.config import make_config
 from lmtie.data import batchify
@@ -100,5 +100,5 @@ def test_every_epoch_records_the_mass_and_older_rows_read_none(tiny_ptb, tmp_pat
     schema.write_metrics(tmp_path, [row])
     assert schema.read_metrics(tmp_path) == [row]
     older = {k: v for k, v in row.to_dict().items() if k != "target_mass_frequent"}
-    runs.write_jsonl(tmp_path / schema.METRICS, [older])  # a row written before the field
+    atomic.write_jsonl(tmp_path / schema.METRICS, [older])  # a row written before the field
     assert schema.read_metrics(tmp_path)[0].target_mass_frequent is None

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from helpers import reference_lstm, small_model
 
-from lmtie import device, loss, runs, train
+from lmtie import atomic, device, loss, train
 from lmtie.config import VARIANTS, make_config
 from lmtie.loss import augmented_kl, lm_loss
 from lmtie.model import RNNLM
@@ -165,8 +165,8 @@ def test_a_run_trains_end_to_end_on_cuda(tmp_path, tiny_ptb, variant, precision)
     config = make_config("ptb", "small", variant, epochs=2, suffix="cuda", precision=precision)
     run_dir = train.fit(config, data_dir=tiny_ptb, results_dir=tmp_path,
                         checkpoint_dir=tmp_path / "ckpt", device="cuda", progress=False)
-    final = runs.read_json(run_dir / "final.json")
+    final = atomic.read_json(run_dir / "final.json")
     assert final["device"].startswith("cuda") and final["epochs_run"] == 2
-    assert runs.read_json(run_dir / "env.json")["cuda_device"]
+    assert atomic.read_json(run_dir / "env.json")["cuda_device"]
     assert all(math.isfinite(final[k]) and final[k] > 1 for k in ("valid_ppl", "test_ppl"))
-    assert len(runs.read_json(run_dir / "predictions.json")["phrases"]) == 4
+    assert len(atomic.read_json(run_dir / "predictions.json")["phrases"]) == 4

@@ -18,7 +18,7 @@ import nbformat
 import pytest
 import submitit
 
-from lmtie import data, executors, identity, pipeline, runs, train
+from lmtie import atomic, data, executors, identity, pipeline, runs, train
 from lmtie.cli import main
 from lmtie.config import make_config
 
@@ -145,7 +145,7 @@ def test_a_requeued_job_resumes_and_never_forces(tmp_path):
 def test_a_second_reproduce_waits_for_a_slurm_job_still_running(tmp_path, fake_slurm):
     job_id = os.environ["FAKE_SLURM_FIRST_ID"]
     (fake_slurm / f"{job_id}.state").write_text("PENDING")
-    runs.write_json(tmp_path / "jobs" / "run-a" / "job.json",
+    atomic.write_json(tmp_path / "jobs" / "run-a" / "job.json",
                     {"executor": "slurm", "job_id": job_id, "run_id": "run-a"})
     scheduler = executors.Scheduler("slurm", tmp_path / "jobs", {}, reattach=True)
     found = scheduler.start("run-a", job=None)  # nothing to submit: the job is found
@@ -192,12 +192,12 @@ def test_local_job_gives_the_numbers_of_an_in_process_run(tmp_path, tiny_ptb, no
     finally:
         train.torch.set_num_threads(threads)
     job_dir = out / "runs" / config.run_id
-    assert without_times(runs.read_jsonl(job_dir / "metrics.jsonl")) == without_times(
-        runs.read_jsonl(here / "metrics.jsonl"))
-    final, expected = runs.read_json(job_dir / "final.json"), runs.read_json(here / "final.json")
-    assert without_times([final]) == without_times([expected])
+    assert without_times(atomic.read_jsonl(job_dir / "metrics.jsonl")) == without_times(
+        atomic.read_jsonl(here / "metrics.jsonl"))
+    final = atomic.read_json(job_dir / "final.json")
+    assert without_times([final]) == without_times([atomic.read_json(here / "final.json")])
     assert (checkpoint_dir(config, out, tiny_ptb) / "last.pt").is_file()
-    record = runs.read_json(out / "jobs" / config.run_id / "job.json")
+    record = atomic.read_json(out / "jobs" / config.run_id / "job.json")
     assert record["executor"] == "local" and Path(record["log"]).is_file()
 
 
@@ -232,9 +232,9 @@ def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path, t
     metrics = out / "runs" / config.run_id / "metrics.jsonl"
     try:
         deadline = time.time() + 600  # a kernel starting on a busy machine takes minutes
-        while not (metrics.is_file() and runs.read_jsonl(metrics)) and time.time() < deadline:
+        while not (metrics.is_file() and atomic.read_jsonl(metrics)) and time.time() < deadline:
             time.sleep(0.2)
-        before = runs.read_jsonl(metrics) if metrics.is_file() else []
+        before = atomic.read_jsonl(metrics) if metrics.is_file() else []
         assert before, "no epoch finished within ten minutes"
         os.kill(_job_process(int(submitted.job_id)), signal.SIGUSR2)
         submitted.wait()
@@ -244,10 +244,10 @@ def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path, t
     assert submitted.exception() is None, submitted.exception()
     log = submitted.stdout() + submitted.stderr()
     assert "Requeued job" in log and "Calling checkpoint method" in log
-    rows = runs.read_jsonl(metrics)
+    rows = atomic.read_jsonl(metrics)
     assert [r["epoch"] for r in rows] == list(range(1, config.epochs + 1))
     assert without_times(rows[:len(before)]) == without_times(before)  # kept, not redone
-    env = runs.read_json(out / "runs" / config.run_id / "env.json")
+    env = atomic.read_json(out / "runs" / config.run_id / "env.json")
     assert len(env["resumes"]) == 1  # the requeued job resumed (force was dropped)
     assert len(before) < config.epochs, "the job finished before it was signalled"
 
@@ -287,7 +287,7 @@ def test_slurm_submits_one_job_per_unfinished_run_with_the_resources(
     again = submissions(fake_slurm)[2:]
     assert [r["script"].count(f"--job-name={configs[1].run_id}\n") for r in again] == [1]
     assert f"[01_train {configs[0].run_id}] skipped: finished" in capsys.readouterr().out
-    env = runs.read_json(out / "runs" / configs[1].run_id / "env.json")
+    env = atomic.read_json(out / "runs" / configs[1].run_id / "env.json")
     assert len(env["resumes"]) == 1
 
     reproduce()  # everything finished: nothing is submitted

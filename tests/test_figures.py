@@ -6,7 +6,7 @@ import pytest
 from helpers import SMOKE, write_run
 from matplotlib.text import Text
 
-from lmtie import figures, figures_spans, report, runs, tables
+from lmtie import atomic, figures, figures_spans, report, tables
 
 
 def test_figure2_draws_the_seed_band_and_the_papers_marks(seeds):
@@ -32,8 +32,8 @@ def test_ablation_of_a_base_run_in_its_first_epoch_is_drawn_without_it(results):
     """A seed-2 preset run that has just started (no epoch) and a finished 5-epoch run of the
     same seed: the panel draws the ablation, not the empty base."""
     base = SMOKE["real"].replace(seed=2)
-    runs.write_json(results / "runs" / base.run_id / "config.json", base.to_dict())
-    runs.write_jsonl(results / "runs" / base.run_id / "metrics.jsonl", [])
+    atomic.write_json(results / "runs" / base.run_id / "config.json", base.to_dict())
+    atomic.write_jsonl(results / "runs" / base.run_id / "metrics.jsonl", [])
     write_run(results, base.replace(suffix="smoke-tau40", tau=40.0, alpha=26.0,
                                     valid_only=True), [140.0, 130.0], None)
     all_runs = report.load_runs(results)

@@ -5,7 +5,7 @@ import math
 
 from helpers import SMOKE, write_run
 
-from lmtie import figures_spans, report, runs, schema, tables
+from lmtie import atomic, figures_spans, report, schema, tables
 
 
 def test_augmented_figure_draws_the_runs_that_train_with_it(results):
@@ -19,7 +19,7 @@ def test_augmented_figure_draws_the_runs_that_train_with_it(results):
     tau10 = results / "runs" / real.replace(tau=10.0, suffix="smoke-tau10").run_id
     legacy = {k: v for k, v in schema.read_metrics(tau10)[0].to_dict().items()  # version 1:
               if k not in ("schema_version", "target_entropy", "valid_ppl_test_batch")}
-    runs.write_jsonl(tau10 / "metrics.jsonl", [{**legacy, "train_aug_kl": 0.1}])
+    atomic.write_jsonl(tau10 / "metrics.jsonl", [{**legacy, "train_aug_kl": 0.1}])
     all_runs = report.load_runs(results)
     fig = figures_spans.plot_augmented(report.load_metrics(all_runs),
                                        tables.ablations(all_runs, "smoke"))

@@ -24,7 +24,7 @@ import pytest
 import torch
 from conftest import write_tiny_ptb
 
-from lmtie import analysis, data, identity, lock, report, runs, train
+from lmtie import analysis, atomic, data, identity, lock, report, runs, train
 from lmtie.cli import main
 from lmtie.config import Config, make_config
 
@@ -200,8 +200,8 @@ def test_two_configurations_sharing_a_run_id(lab, corpus, capsys):
                 "epochs 2 instead of 3", "--suffix", "--force", corpus=corpus, unchanged=[lab])
     code, _, err = lmtie(capsys, *other, "--force", corpus=corpus)
     assert code == 0, err
-    config = runs.read_json(lab / "runs" / VD / "config.json")
-    assert config["epochs"] == runs.read_json(lab / "runs" / VD / "final.json")["epochs_run"] == 3
+    config = atomic.read_json(lab / "runs" / VD / "config.json")
+    assert config["epochs"] == atomic.read_json(lab / "runs" / VD / "final.json")["epochs_run"] == 3
 
 
 def test_a_new_results_folder_meets_the_checkpoints_of_the_same_run(corpus, tmp_path, capsys,
@@ -216,10 +216,10 @@ def test_a_new_results_folder_meets_the_checkpoints_of_the_same_run(corpus, tmp_
             "--force", corpus=corpus, unchanged=[tmp_path / "R1", private_cache])
     code, out, err = lmtie(capsys, *first, tmp_path / "R2", "--resume", corpus=corpus)
     assert code == 0 and f"continuing from {folder / 'last.pt'} (epoch 2)" in out, err
-    env = runs.read_json(tmp_path / "R2" / "runs" / VD / "env.json")
+    env = atomic.read_json(tmp_path / "R2" / "runs" / VD / "env.json")
     assert env["from_checkpoint"] == {"checkpoint": str(folder / "last.pt"), "epoch": 2}
-    assert without_times(runs.read_jsonl(tmp_path / "R2" / "runs" / VD / "metrics.jsonl")) == \
-        without_times(runs.read_jsonl(tmp_path / "R1" / "runs" / VD / "metrics.jsonl"))
+    assert without_times(atomic.read_jsonl(tmp_path / "R2" / "runs" / VD / "metrics.jsonl")) == \
+        without_times(atomic.read_jsonl(tmp_path / "R1" / "runs" / VD / "metrics.jsonl"))
     # another configuration under the same run_id gets a folder of its own
     other = config.replace(tau=10.0)
     assert identity.checkpoint_dir_for(other, identity.fingerprint(other, sha)) != folder
@@ -246,7 +246,7 @@ def test_checkpoint_of_an_earlier_epoch_than_the_run_dir(corpus, tmp_path, monke
     argv, run_id = ["train", "--variant", "re", "--epochs", "3"], "ptb-small-re-seed1-e3"
     run = ["--results-dir", tmp_path / "R", "--checkpoint-dir", tmp_path / "C"]
     assert lmtie(capsys, *argv, *run, corpus=corpus)[0] == 0
-    rows = runs.read_jsonl(tmp_path / "R" / "runs" / run_id / "metrics.jsonl")
+    rows = atomic.read_jsonl(tmp_path / "R" / "runs" / run_id / "metrics.jsonl")
     assert min(rows, key=lambda r: r["valid_ppl"])["epoch"] == 3  # the run's best epoch
     real_epoch = train.train_epoch
     monkeypatch.setattr(train, "train_epoch", killed_in_epoch(3, real_epoch))
@@ -298,26 +298,26 @@ def test_legacy_checkpoint_resumes_bit_identically(corpus, tmp_path, monkeypatch
         torch.save(payload, legacy / path.name)
     shutil.rmtree(keyed)
     run_dir = tmp_path / "old" / "runs" / run_id
-    stored = runs.read_json(run_dir / "config.json")
+    stored = atomic.read_json(run_dir / "config.json")
     for key in ("fingerprint", "aug_bias", "frozen_target"):
         del stored[key]
-    runs.write_json(run_dir / "config.json", stored)
-    env = runs.read_json(run_dir / "env.json")
+    atomic.write_json(run_dir / "config.json", stored)
+    env = atomic.read_json(run_dir / "env.json")
     del env["from_checkpoint"]
-    runs.write_json(run_dir / "env.json", env)
+    atomic.write_json(run_dir / "env.json", env)
 
     code, _, err = lmtie(capsys, *argv, "--resume", "--results-dir", tmp_path / "old",
                          corpus=corpus)
     assert code == 0, err
-    assert without_times(runs.read_jsonl(run_dir / "metrics.jsonl")) == without_times(
-        runs.read_jsonl(whole / "runs" / run_id / "metrics.jsonl"))
-    resumed, uninterrupted = (without_times([runs.read_json(d / "runs" / run_id / "final.json")])
+    assert without_times(atomic.read_jsonl(run_dir / "metrics.jsonl")) == without_times(
+        atomic.read_jsonl(whole / "runs" / run_id / "metrics.jsonl"))
+    resumed, uninterrupted = (without_times([atomic.read_json(d / "runs" / run_id / "final.json")])
                               for d in (tmp_path / "old", whole))
     assert resumed == uninterrupted
     assert not legacy.exists() and keyed.is_dir()
-    fingerprint = runs.read_json(run_dir / "config.json")["fingerprint"]
+    fingerprint = atomic.read_json(run_dir / "config.json")["fingerprint"]
     assert runs.load_checkpoint(keyed / "last.pt")["fingerprint"] == fingerprint
-    assert runs.read_json(run_dir / "env.json")["resumes"][-1]["from_checkpoint"] == {
+    assert atomic.read_json(run_dir / "env.json")["resumes"][-1]["from_checkpoint"] == {
         "checkpoint": str(keyed / "last.pt"), "epoch": 2, "moved_from": str(legacy)}
 
 
@@ -434,11 +434,11 @@ def test_full_disk_keeps_the_last_good_checkpoint(lab, corpus, tmp_path, monkeyp
     assert f"no space left on {tmp_path / 'C'}" in err and "last good checkpoint" in err
     assert runs.load_checkpoint(tmp_path / "C" / "last.pt")["epoch"] == 1
     assert not list((tmp_path / "C").glob(".*.tmp"))
-    assert len(runs.read_jsonl(tmp_path / "R" / "runs" / VD / "metrics.jsonl")) == 1
+    assert len(atomic.read_jsonl(tmp_path / "R" / "runs" / VD / "metrics.jsonl")) == 1
     monkeypatch.setattr(torch, "save", real_save)  # space freed: the run resumes
     assert lmtie(capsys, *argv, "--resume", corpus=corpus)[0] == 0
-    assert without_times(runs.read_jsonl(tmp_path / "R" / "runs" / VD / "metrics.jsonl")) == \
-        without_times(runs.read_jsonl(lab / "runs" / VD / "metrics.jsonl"))
+    assert without_times(atomic.read_jsonl(tmp_path / "R" / "runs" / VD / "metrics.jsonl")) == \
+        without_times(atomic.read_jsonl(lab / "runs" / VD / "metrics.jsonl"))
 
 
 def test_orphan_temporary_files_are_cleaned_on_the_next_start(lab, corpus, capsys):

@@ -17,7 +17,7 @@ import pytest
 from bs4 import BeautifulSoup
 from chromium import find_browser, open_page
 
-from lmtie import download, identity, pipeline, reference, runs, settings, tables
+from lmtie import atomic, download, identity, pipeline, reference, settings, tables
 from lmtie.config import preset_configs
 from lmtie.data import split_sha256
 
@@ -42,13 +42,13 @@ def test_notebook_01_gets_the_flags_of_the_config():
 def test_is_finished_needs_the_same_config_and_a_later_final_json(tmp_path):
     config = preset_configs("smoke")[0]
     run_dir = tmp_path / config.run_id
-    runs.write_json(run_dir / "config.json", config.to_dict())
+    atomic.write_json(run_dir / "config.json", config.to_dict())
     assert not pipeline.is_finished(run_dir, config)  # no final.json: unfinished
-    runs.write_json(run_dir / "final.json", {"run_id": config.run_id})
+    atomic.write_json(run_dir / "final.json", {"run_id": config.run_id})
     assert pipeline.is_finished(run_dir, config)
     assert not pipeline.is_finished(run_dir, config.replace(max_batches=50))
     time.sleep(0.01)
-    runs.write_json(run_dir / "config.json", config.to_dict())  # a restart after final.json
+    atomic.write_json(run_dir / "config.json", config.to_dict())  # a restart after final.json
     assert not pipeline.is_finished(run_dir, config)
 
 
@@ -126,7 +126,7 @@ def test_smoke_pipeline_end_to_end_on_real_ptb(smoke, data_dir, capsys):
 
     sha = split_sha256("ptb", data_dir)
     for config in configs:  # one local submitit job per run, its log beside the results
-        record = runs.read_json(out / "jobs" / config.run_id / "job.json")
+        record = atomic.read_json(out / "jobs" / config.run_id / "job.json")
         assert record["executor"] == "local" and Path(record["log"]).is_file()
         fingerprint = identity.fingerprint(config, sha)  # the run's keyed checkpoint folder
         assert (identity.checkpoint_dir_for(config, fingerprint, checkpoints) / "last.pt"

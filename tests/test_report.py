@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from helpers import ENV, SMOKE, error
 
-from lmtie import report, runs, schema, tables
+from lmtie import atomic, report, schema, tables
 
 COMMITTED = Path(__file__).resolve().parents[1] / "results" / "runs"
 REPORT_SIDE = ("report", "tables", "claims", "study", "summary", "figures", "figures_spans",
@@ -72,7 +72,7 @@ def test_corrupt_or_incomplete_final_json_names_the_file(results):
 
 def test_run_of_another_config_is_refused_for_a_preset(results):
     path = results / "runs" / SMOKE["vd"].run_id / "config.json"
-    runs.write_json(path, SMOKE["vd"].replace(max_batches=50).to_dict())
+    atomic.write_json(path, SMOKE["vd"].replace(max_batches=50).to_dict())
     assert str(path) in error(ValueError, report.load_runs, results, "smoke")
 
 

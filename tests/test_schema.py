@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lmtie import runs, schema
+from lmtie import atomic, schema
 from lmtie.config import Config
 from lmtie.schema import EpochRow, Figure1Row, SchemaError
 
@@ -35,20 +35,20 @@ def test_records_round_trip_with_their_version(tmp_path):
 def test_version_1_rows_read_with_none_for_later_fields(tmp_path):
     old = {k: v for k, v in ROW.to_dict().items()
            if k not in ("schema_version", "target_entropy", "valid_ppl_test_batch")}
-    runs.write_jsonl(tmp_path / "metrics.jsonl", [old])
+    atomic.write_jsonl(tmp_path / "metrics.jsonl", [old])
     [row] = schema.read_metrics(tmp_path)
     assert row.target_entropy is None and row.valid_ppl_test_batch is None
     assert row.valid_ppl == 150.0
-    runs.write_jsonl(tmp_path / "metrics.jsonl", [{**old, "schema_version": 2}])
+    atomic.write_jsonl(tmp_path / "metrics.jsonl", [{**old, "schema_version": 2}])
     with pytest.raises(SchemaError, match=r"missing.*target_entropy"):  # v2 always has it
         schema.read_metrics(tmp_path)
 
 
 def test_newer_versions_and_unknown_fields_are_refused(tmp_path):
-    runs.write_jsonl(tmp_path / "metrics.jsonl", [{**ROW.to_dict(), "schema_version": 9}])
+    atomic.write_jsonl(tmp_path / "metrics.jsonl", [{**ROW.to_dict(), "schema_version": 9}])
     with pytest.raises(SchemaError, match=r"metrics\.jsonl:1: schema version 9.*update lmtie"):
         schema.read_metrics(tmp_path)
-    runs.write_jsonl(tmp_path / "metrics.jsonl", [{**ROW.to_dict(), "colour": "red"}])
+    atomic.write_jsonl(tmp_path / "metrics.jsonl", [{**ROW.to_dict(), "colour": "red"}])
     with pytest.raises(SchemaError, match=r"unknown fields.*colour"):
         schema.read_metrics(tmp_path)
 
@@ -61,16 +61,16 @@ def test_final_json_before_version_3_names_the_suffix_preset(tmp_path):
         device="cpu")
     old = {("preset" if k == "suffix" else k): v for k, v in final.to_dict().items()}
     for version in (1, 2):
-        runs.write_json(tmp_path / "final.json", {**old, "schema_version": version})
+        atomic.write_json(tmp_path / "final.json", {**old, "schema_version": version})
         assert schema.read_final(tmp_path) == final
     schema.write_final(tmp_path, final)
-    assert runs.read_json(tmp_path / "final.json")["schema_version"] == 3
+    assert atomic.read_json(tmp_path / "final.json")["schema_version"] == 3
 
 
 def test_predictions_json_is_read_as_version_1_test_statistics(tmp_path):
     old = {"run_id": "r", "best_epoch": 2, "phrases": [], "mean_p_unk": 0.05,
            "mean_target_rank": 100.0, "n_tokens": 10}  # as the first runs wrote it
-    runs.write_json(tmp_path / "predictions.json", old)
+    atomic.write_json(tmp_path / "predictions.json", old)
     statistics = schema.read_test_statistics(tmp_path)
     assert statistics.mean_p_unk == 0.05 and statistics.logit_std is None
     schema.write_test_statistics(tmp_path, replace(statistics, logit_std=1.0))
@@ -118,7 +118,7 @@ def test_committed_run_files_load():
             assert schema.read_metrics(run_dir), run_dir
         if (run_dir / "final.json").is_file():  # version 2: its suffix as "preset"
             final = schema.read_final(run_dir)
-            config = Config.from_dict(runs.read_json(run_dir / "config.json"))
+            config = Config.from_dict(atomic.read_json(run_dir / "config.json"))
             assert final.run_id == run_dir.name == config.run_id
             assert final.suffix == config.suffix
         if schema.test_statistics_path(run_dir).is_file():

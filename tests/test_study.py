@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from lmtie import runs, schema, study
+from lmtie import atomic, schema, study
 from lmtie.config import make_config
 
 
@@ -23,7 +23,7 @@ def write_run(root, run_id, test_ppl, valid_ppl=100.0, **settings):
     config = make_config("ptb", "small", variant, seed=int(seed.removeprefix("seed")),
                          **settings)
     run_dir = root / "runs" / run_id
-    runs.write_json(run_dir / "config.json", config.to_dict())
+    atomic.write_json(run_dir / "config.json", config.to_dict())
     schema.write_final(run_dir, schema.FinalRecord(
         run_id=run_id, corpus=config.corpus, size=config.size, variant=config.variant,
         tied=config.tied, alpha=config.alpha, tau=config.tau, seed=config.seed, n_params=1,

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from helpers import SMOKE, plotted, write_run
 
-from lmtie import figures, figures_spans, reference, render, report, runs, tables
+from lmtie import atomic, figures, figures_spans, reference, render, report, tables
 
 
 def test_table1_ours_beside_paper_and_commands_for_missing_cells(results):
@@ -114,9 +114,9 @@ def test_ablations_sit_beside_their_base_at_the_same_epoch(results):
         "seed 2", SMOKE["real"].run_id, 5.0)
     shutil.rmtree(results / "runs" / reseeded.run_id)
     just_started = results / "runs" / SMOKE["re"].replace(tau=5.0, suffix="smoke-tau5").run_id
-    runs.write_json(just_started / "config.json",
+    atomic.write_json(just_started / "config.json",
                     SMOKE["re"].replace(tau=5.0, suffix="smoke-tau5").to_dict())
-    runs.write_jsonl(just_started / "metrics.jsonl", [])  # no epoch yet: left out
+    atomic.write_jsonl(just_started / "metrics.jsonl", [])  # no epoch yet: left out
     assert len(tables.ablations(report.load_runs(results), "smoke")) == 2
 
     diverged = SMOKE["real"].replace(tau=1.0, suffix="smoke-tau1", valid_only=True)
@@ -167,7 +167,7 @@ def test_only_in_progress_seeds_resume_and_count_in_no_mean(seeds):
     for seed in (1, 2):
         (seeds / "runs" / SMOKE["vd"].replace(seed=seed).run_id / "final.json").unlink()
         path = seeds / "runs" / SMOKE["vd"].replace(seed=seed).run_id / "metrics.jsonl"
-        runs.write_jsonl(path, runs.read_jsonl(path)[:1])
+        atomic.write_jsonl(path, atomic.read_jsonl(path)[:1])
     cells = tables.table1(tables.table1_runs(report.load_runs(seeds, "smoke")))
     vd = cells.iloc[0]
     assert (vd["status"], vd["n"]) == ("in progress", 0) and np.isnan(vd["valid_ppl"])

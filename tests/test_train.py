@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import cli_flags
 
-from lmtie import analysis, data, runs, schema, train
+from lmtie import analysis, atomic, data, runs, schema, train
 from lmtie.cli import main
 from lmtie.config import make_config, preset_configs
 from lmtie.data import batchify
@@ -39,7 +39,7 @@ def test_run_files_and_same_seed_is_identical(tmp_path, tiny_ptb):
     config = tiny_config()
     run_a = fit(config, tmp_path / "a", tiny_ptb)
     run_b = fit(config, tmp_path / "b", tiny_ptb)
-    rows_a = runs.read_jsonl(run_a / "metrics.jsonl")
+    rows_a = atomic.read_jsonl(run_a / "metrics.jsonl")
     assert len(rows_a) == 3 and {"epoch", "lr", "train_ce", "train_aug_kl", "valid_ppl",
                                  "subspace_distance", "tokens_per_s", "elapsed_s"} <= set(rows_a[0])
     assert rows_a[0]["subspace_distance"] is None  # tied: W = Lᵀ, nothing to measure
@@ -50,9 +50,9 @@ def test_run_files_and_same_seed_is_identical(tmp_path, tiny_ptb):
                                                / "last.pt")["model"])
     assert rows_a[-1]["target_entropy"] == pytest.approx(  # ỹ of the last epoch's L
         analysis.augmented_target_entropy(model.embedding.weight, corpus.valid[1:], 20.0))
-    assert without_times(rows_a) == without_times(runs.read_jsonl(run_b / "metrics.jsonl"))
-    final = runs.read_json(run_a / "final.json")
-    assert final == {**runs.read_json(run_b / "final.json"), "wall_s": final["wall_s"]}
+    assert without_times(rows_a) == without_times(atomic.read_jsonl(run_b / "metrics.jsonl"))
+    final = atomic.read_json(run_a / "final.json")
+    assert final == {**atomic.read_json(run_b / "final.json"), "wall_s": final["wall_s"]}
     assert final["valid_ppl"] == min(r["valid_ppl"] for r in rows_a)
     assert final["best_epoch"] == 1 + [r["valid_ppl"] for r in rows_a].index(final["valid_ppl"])
     assert math.isfinite(final["test_ppl"]) and final["test_batch_size"] == 1
@@ -74,7 +74,7 @@ def test_run_files_and_same_seed_is_identical(tmp_path, tiny_ptb):
         probs[:, articles].sum(1).mean().item(), rel=1e-5)
     assert predictions["neighbours_k"] == analysis.NEIGHBOURS
     assert 0 < predictions["mean_p_neighbours"] < 1
-    env = runs.read_json(run_a / "env.json")
+    env = atomic.read_json(run_a / "env.json")
     assert env["torch"] == torch.__version__ and env["device"] == "cpu"
     assert env["cpu_capability"] in {"DEFAULT", "NO AVX", "AVX2", "AVX512", "ZVECTOR", "SVE256"}
     # the validation stream at the test protocol's batch 1, from the same weights
@@ -116,7 +116,7 @@ def test_valid_only_run_touches_no_test_data(tmp_path, tiny_ptb, monkeypatch):
             evaluated.append((data.shape[1], data.numel())),
             real_evaluate(model, data, *a, **k))[1])
     run_dir = fit(config, tmp_path, tiny_ptb)
-    final = runs.read_json(run_dir / "final.json")
+    final = atomic.read_json(run_dir / "final.json")
     assert final["test_ppl"] is None and math.isfinite(final["valid_ppl"])
     assert not (run_dir / schema.TEST_STATISTICS).exists()
     assert not (run_dir / schema.LEGACY_TEST_STATISTICS).exists()
@@ -142,15 +142,15 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, tiny_ptb, monkeypatch):
         fit(config, tmp_path / "killed", tiny_ptb)
     monkeypatch.setattr(train, "train_epoch", real_epoch)
     killed_dir = tmp_path / "killed" / "runs" / config.run_id
-    assert len(runs.read_jsonl(killed_dir / "metrics.jsonl")) == 2
+    assert len(atomic.read_jsonl(killed_dir / "metrics.jsonl")) == 2
     with pytest.raises(ValueError, match="--resume"):
         fit(config, tmp_path / "killed", tiny_ptb)
     resumed = fit(config, tmp_path / "killed", tiny_ptb, resume=True)
-    env = runs.read_json(resumed / "env.json")
+    env = atomic.read_json(resumed / "env.json")
     assert len(env["resumes"]) == 1 and env["resumes"][0]["start_time"] >= env["start_time"]
-    assert without_times(runs.read_jsonl(resumed / "metrics.jsonl")) == without_times(
-        runs.read_jsonl(whole / "metrics.jsonl"))
-    a, b = runs.read_json(resumed / "final.json"), runs.read_json(whole / "final.json")
+    assert without_times(atomic.read_jsonl(resumed / "metrics.jsonl")) == without_times(
+        atomic.read_jsonl(whole / "metrics.jsonl"))
+    a, b = atomic.read_json(resumed / "final.json"), atomic.read_json(whole / "final.json")
     assert {k: v for k, v in a.items() if k not in TIME_KEYS} == {
         k: v for k, v in b.items() if k not in TIME_KEYS}
     other = config.replace(tau=10.0)  # same run_id and checkpoint dir, another config
@@ -206,7 +206,7 @@ def test_bad_inputs(tmp_path, tiny_ptb):
         fit(tiny_config(), tmp_path, tmp_path / "nowhere")
     (tmp_path / "bad.json").write_text("{oops")
     with pytest.raises(ValueError, match=r"bad\.json"):
-        runs.read_json(tmp_path / "bad.json")
+        atomic.read_json(tmp_path / "bad.json")
     json.dumps(tiny_config().to_dict())  # config.json is plain JSON
 
 
