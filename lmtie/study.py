@@ -34,6 +34,7 @@ REAL_BIAS = "ptb-small-real-seed1-bias"
 # Intel CPU: 134.51 vs 136.60).
 NOISE = 3.0
 BEATS = 1.0  # points below +RE that ask for a full-schedule run of the reading (issue 13)
+FULL_EPOCHS = make_config("ptb", "small", "real").epochs  # the schedule of every study run
 VERDICT_COLUMNS = ["hypothesis", "run_id", "epoch", "valid_ppl", "baseline_valid_ppl",
                    "reference_valid_ppl", "vs_reference", "outcome", "verdict", "test_ppl",
                    "baseline", "reference", "command"]
@@ -162,9 +163,11 @@ def verdict(results_dir: str | Path) -> pd.DataFrame:
     failure hang on it?): supports (beats or trains like +RE) / partly (between) / refutes,
     or "too early" while the baseline is within 2 × ``NOISE`` of its reference (the failure
     not visible yet); "beats" (does it make +REAL beat +RE?): supports (beyond the noise) /
-    open (run longer; below +RE by more than ``BEATS``, within the noise) / no gain (like
-    +RE) / refutes. "not run" (with the command) while a run has no epoch. ``test_ppl``: the
-    run's test perplexity where it was run in full with ``--measure-test`` (else NaN).
+    open (run longer; below +RE by more than ``BEATS``, within the noise, before the full
+    schedule) / within the noise (more seeds; the same at the full schedule, ``FULL_EPOCHS``,
+    where only other seeds can tell) / no gain (like +RE) / refutes. "not run" (with the
+    command) while a run has no epoch. ``test_ppl``: the run's test perplexity where it was
+    run in full with ``--measure-test`` (else NaN).
 
     Raises:
         ValueError: a corrupt ``metrics.jsonl`` (names it).
@@ -188,6 +191,8 @@ def verdict(results_dir: str | Path) -> pd.DataFrame:
         judged = _VERDICTS[h.question].get(outcome, "refutes")
         if h.question == "trains" and baseline - ref < 2 * NOISE:
             judged = "too early"  # the baseline's failure is not visible yet at this epoch
+        if judged == "open (run longer)" and epoch >= FULL_EPOCHS:
+            judged = "within the noise (more seeds)"  # no longer run left to compare
         rows.append({**row, "epoch": epoch, "valid_ppl": valid, "baseline_valid_ppl": baseline,
                      "reference_valid_ppl": ref, "vs_reference": valid - ref,
                      "outcome": outcome, "verdict": judged})
@@ -218,7 +223,8 @@ def conclusion(table: pd.DataFrame, diagnosed: pd.DataFrame, results_dir: str | 
         f"- **Beats +RE by more than the noise ({NOISE:g} points):** {listed(beats)}; "
         f"no gain: {listed(table[table['verdict'] == 'no gain'])}.",
         "- **Open:** " + ("; ".join(f"{labels[r.hypothesis]} ({r.verdict})" for r in table[
-            table["verdict"].isin(["open (run longer)", "too early", "partly", "not run"])
+            table["verdict"].isin(["open (run longer)", "within the noise (more seeds)",
+                                   "too early", "partly", "not run"])
         ].itertuples()) or "nothing") + "."]
     faithful, plain = test_perplexity(results_dir, FAITHFUL), test_perplexity(results_dir, RE)
     lines += [f"- **{labels[r.hypothesis]}, run in full** (`{r.run_id}`, labelled as that "

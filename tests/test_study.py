@@ -88,6 +88,23 @@ def test_verdict_at_matched_epochs(results):
     assert "--frozen-target" in missing["command"]
 
 
+def test_a_reading_within_the_noise_at_the_full_schedule_asks_for_seeds(results):
+    last = study.FULL_EPOCHS
+    reading = "ptb-small-real-seed1-nodetach-bias"
+    write_curve(results, study.REAL_BIAS, [100.0] * last)
+    write_curve(results, reading, [100.0] * (last - 2) + [98.0, 98.0])  # 2 below from 39 on
+    write_curve(results, study.RE_BIAS[1], [100.0] * (last - 1))  # the longer +RE-bias, at 39
+    row = study.verdict(results).set_index("run_id").loc[reading]
+    assert (row["reference"], row["epoch"], row["vs_reference"]) == (study.RE_BIAS[1], 39, -2)
+    assert row["verdict"] == "open (run longer)"  # the reference can still go to epoch 40
+    write_curve(results, study.RE_BIAS[1], [100.0] * last)
+    row = study.verdict(results).set_index("run_id").loc[reading]
+    assert (row["epoch"], row["outcome"]) == (last, "below +RE, within the noise")
+    assert row["verdict"] == "within the noise (more seeds)"
+    open_ = study.conclusion(study.verdict(results), study.evaluation(results), results)[3]
+    assert "no stop-gradient, with a bias (within the noise (more seeds))" in open_
+
+
 def test_curves_and_batch_ratio(results):
     frame = study.curves(results)
     assert set(frame["family"]) == {"no bias", "free bias"}
