@@ -199,6 +199,38 @@ def verdict(results_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
 
 
+OPEN = ["open (run longer)", "within the noise (more seeds)", "too early", "partly", "not run"]
+
+
+def _findings(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The rows of a :func:`verdict` table under each finding: "trains" (the failure hangs on
+    the reading), "fails" (it does not), "beats" (+REAL beats +RE beyond the noise), "no
+    gain" (like +RE) and "open"."""
+    asked = table["hypothesis"].map({h.name: h.question for h in HYPOTHESES})
+    return {"trains": table[(asked == "trains") & (table["verdict"] == "supports")],
+            "fails": table[table["verdict"] == "refutes"],
+            "beats": table[(asked == "beats") & (table["verdict"] == "supports")],
+            "no gain": table[table["verdict"] == "no gain"],
+            "open": table[table["verdict"].isin(OPEN)]}
+
+
+def headline(table: pd.DataFrame) -> str:
+    """The conclusion of a :func:`verdict` table in one sentence for the report's opening:
+    the readings under which +REAL trains like +RE, those under which it still fails, and
+    those that make it beat +RE beyond ``NOISE`` (labels only; "none" for an empty list)."""
+    labels = {h.name: h.label for h in HYPOTHESES}
+
+    def listed(rows: pd.DataFrame) -> str:
+        names = rows["hypothesis"].map(labels).tolist()
+        return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1
+                            else names) or "none"
+
+    found = {k: listed(rows) for k, rows in _findings(table).items()}
+    return (f"over {len(table)} readings of the paper (validation, matched epochs) it trains "
+            f"like +RE with {found['trains']}; still fails with {found['fails']}; beats +RE "
+            f"beyond the noise with {found['beats']}")
+
+
 def conclusion(table: pd.DataFrame, diagnosed: pd.DataFrame, results_dir: str | Path
                ) -> list[str]:
     """The study's conclusion as Markdown bullets, from a :func:`verdict` table and an
@@ -207,25 +239,20 @@ def conclusion(table: pd.DataFrame, diagnosed: pd.DataFrame, results_dir: str | 
     full beside the faithful +REAL's and +RE's, and the valid/test ratios with the most the
     evaluation batch moved a diagnosed checkpoint. Raises: ValueError (a corrupt run file)."""
     labels = {h.name: h.label for h in HYPOTHESES}
-    questions = {h.name: h.question for h in HYPOTHESES}
 
     def listed(rows: pd.DataFrame) -> str:
         return "; ".join(f"{labels[r.hypothesis]} ({r.valid_ppl:.2f} vs +RE "
                          f"{r.reference_valid_ppl:.2f} at epoch {r.epoch:.0f})"
                          for r in rows.itertuples()) or "none"
 
-    asked = table["hypothesis"].map(questions)
-    beats = table[(asked == "beats") & (table["verdict"] == "supports")]
+    found = _findings(table)
     lines = [
-        f"- **+REAL trains like +RE with:** "
-        f"{listed(table[(asked == 'trains') & (table['verdict'] == 'supports')])}.",
-        f"- **+REAL still fails with:** {listed(table[table['verdict'] == 'refutes'])}.",
-        f"- **Beats +RE by more than the noise ({NOISE:g} points):** {listed(beats)}; "
-        f"no gain: {listed(table[table['verdict'] == 'no gain'])}.",
-        "- **Open:** " + ("; ".join(f"{labels[r.hypothesis]} ({r.verdict})" for r in table[
-            table["verdict"].isin(["open (run longer)", "within the noise (more seeds)",
-                                   "too early", "partly", "not run"])
-        ].itertuples()) or "nothing") + "."]
+        f"- **+REAL trains like +RE with:** {listed(found['trains'])}.",
+        f"- **+REAL still fails with:** {listed(found['fails'])}.",
+        f"- **Beats +RE by more than the noise ({NOISE:g} points):** {listed(found['beats'])}; "
+        f"no gain: {listed(found['no gain'])}.",
+        "- **Open:** " + ("; ".join(f"{labels[r.hypothesis]} ({r.verdict})"
+                                    for r in found["open"].itertuples()) or "nothing") + "."]
     faithful, plain = test_perplexity(results_dir, FAITHFUL), test_perplexity(results_dir, RE)
     lines += [f"- **{labels[r.hypothesis]}, run in full** (`{r.run_id}`, labelled as that "
               f"reading, never in Table 1's place): test {r.test_ppl:.2f} against the faithful "

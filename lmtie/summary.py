@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown
 
-from lmtie import report
+from lmtie import report, study
+from lmtie.layout import ResultsDir
 from lmtie.tables import GAP_TOLERANCE
 
 SECTIONS: list[tuple[str, str]] = [  # (anchor, heading), in the page's order
@@ -31,6 +32,7 @@ SECTIONS: list[tuple[str, str]] = [  # (anchor, heading), in the page's order
     ("provenance", "Provenance of every run"),
 ]
 EXPLAINED_BY = {"+REAL": "does-real-work"}  # a model's own section, where the page has one
+STUDIED = {("ptb", "small", "+REAL"): "real_study"}  # a cell's study table (lmtie.study)
 
 
 def _link(anchor: str, text: str) -> str:
@@ -61,7 +63,17 @@ def _largest_ablation(ablations: pd.DataFrame, row: pd.Series) -> str:
             f"{best['epoch']:.0f}")
 
 
-def _cells(table: pd.DataFrame, ablations: pd.DataFrame) -> list[str]:
+def _explanation(results: Path, ablations: pd.DataFrame, row: pd.Series) -> str:
+    """Why ``row``'s model misses the paper, in one clause: its study's headline
+    (:func:`lmtie.study.headline`) where the cell has one and notebook 02 wrote its table,
+    else its largest ablation effect."""
+    name = STUDIED.get((row["corpus"], row["size"], row["model"]))
+    if name and ResultsDir(results).table(name).is_file():
+        return study.headline(report.read_table(results, name))
+    return _largest_ablation(ablations, row)
+
+
+def _cells(results: Path, table: pd.DataFrame, ablations: pd.DataFrame) -> list[str]:
     """One bullet per (corpus, size) with a finished run: what reproduces, what does not."""
     lines = []
     done = table[table["status"] == "finished"]
@@ -81,7 +93,7 @@ def _cells(table: pd.DataFrame, ablations: pd.DataFrame) -> list[str]:
                      else _link("ablations", "Ablations"))
             text.append(f"**not reproduced: {r['model']}** {_ours(r)} vs "
                         f"{r['paper_test_ppl']:g} (Δ {r['test_diff']:+.2f}); "
-                        f"{_largest_ablation(ablations, r)} ({where}).")
+                        f"{_explanation(results, ablations, r)} ({where}).")
         lines.append(" ".join(text))
     return lines
 
@@ -127,9 +139,9 @@ def _figure1(results_dir: Path) -> str:
 def summary(results_dir: str | Path, preset: str) -> Markdown:
     """The report's first section: the runs behind the page and how to regenerate it; per
     corpus and size what reproduces (test perplexity within ``GAP_TOLERANCE`` of the paper's)
-    and what does not, with the largest ablation effect and a link to the section that
-    explains it; the paper's pattern; Figure 1's verdict; runs in progress; the cells to run
-    on a GPU; the contents.
+    and what does not, with its study's headline (or else its largest ablation effect) and a
+    link to the section that explains it; the paper's pattern; Figure 1's verdict; runs in
+    progress; the cells to run on a GPU; the contents.
 
     Args:
         results_dir: results root with ``tables/{table1,claims,ablations,runs}.csv``
@@ -153,7 +165,7 @@ def summary(results_dir: str | Path, preset: str) -> Markdown:
     if preset == "smoke":
         lines.append("> **Smoke runs** (2 × 100 batches) check the pipeline, not the paper: "
                      "their perplexities are far above the paper's.")
-    bullets = _cells(table, report.read_table(results, "ablations"))
+    bullets = _cells(results, table, report.read_table(results, "ablations"))
     pattern = _pattern(report.read_table(results, "claims"))
     bullets += [pattern] if pattern else []
     bullets.append(_figure1(results))

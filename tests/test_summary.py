@@ -4,7 +4,9 @@ linking the sections of the report notebook."""
 import json
 from pathlib import Path
 
-from lmtie import summary
+import pandas as pd
+
+from lmtie import report, study, summary
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -32,6 +34,19 @@ def test_summary_links_a_models_own_section_when_the_page_has_one(page, monkeypa
     text = summary.summary(page, "smoke").data
     assert "([Does +REAL work?](#does-real-work))" in text
     assert "+AL** 90.00 (1 seed) vs 82.9 (Δ +7.10); no ablation run yet ([Ablations]" in text
+
+
+def test_a_studied_cell_gives_its_studys_headline_instead_of_an_ablation(page):
+    names = [h.name for h in study.HYPOTHESES[:4]]
+    verdicts = ["supports", "refutes", "refutes", "open (run longer)"]
+    report.save_table(pd.DataFrame({"hypothesis": names, "verdict": verdicts}),
+                      page / "tables" / "real_study.csv")
+    text = summary.summary(page, "smoke").data
+    assert ("**not reproduced: +REAL** 100.00 (1 seed) vs 82.7 (Δ +17.30); over 4 readings of "
+            "the paper (validation, matched epochs) it trains like +RE with α/35; still fails "
+            "with ỹ from L frozen each epoch and no stop-gradient on ỹ; beats +RE beyond the "
+            "noise with none ([Does +REAL work?") in text
+    assert "largest gain" not in text.split("+REAL**")[1].split("\n")[0]
 
 
 def test_every_section_of_the_contents_is_an_anchor_of_the_report_notebook():
