@@ -204,7 +204,6 @@ def _run(args: argparse.Namespace) -> int:
     from lmtie import train
 
     if args.command == "train":
-
         if Path(args.results_dir).name == "runs":  # the old meaning: the runs folder itself
             raise ValueError(f"--results-dir is the results root now (runs go to "
                              f"<results-dir>/runs/): pass {Path(args.results_dir).parent}")
