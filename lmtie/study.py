@@ -3,10 +3,11 @@
 Each hypothesis names one reading of the paper (or one mechanism) that the failure of +REAL
 (W = Lᵀ, b = 0, J^aug at τ = 20) could hang on, the validation-only run that switches it, the
 run it changes (its baseline) and the +RE run it should match. The verdict compares them at
-the last epoch all three reached: validation perplexity only. A reading that beat +RE by more
-than ``BEATS`` points is also run to the full schedule with ``--measure-test``: its test
-perplexity is shown beside the faithful one, labelled as that reading. Nothing here trains:
-missing runs show the command that makes them.
+the last epoch all three reached (the run and its +RE only, where the question is whether the
+reading beats +RE): validation perplexity only. A reading that beat +RE by more than
+``BEATS`` points is also run to the full schedule with ``--measure-test``: its test perplexity
+is shown beside the faithful one, labelled as that reading. Nothing here trains: missing runs
+show the command that makes them.
 
 Paper: Sec. 3-4, 6.3 (our addition: issue 13, the evidence for why +REAL fails here).
 """
@@ -55,7 +56,7 @@ class Hypothesis:
             small``).
         question: "trains": does the change remove the failure of its baseline (the
             faithful +REAL)? "beats": does it make +REAL beat +RE (its baseline, +REAL with a
-            bias, already trains)?
+            bias, already trains, and does not limit the epoch compared)?
     """
 
     name: str
@@ -138,6 +139,8 @@ def _outcome(valid: float, baseline: float, reference: float) -> str:
         return "below +RE, within the noise"
     if valid <= reference + NOISE:
         return "trains like +RE"
+    if math.isnan(baseline):  # the baseline stopped before this epoch
+        return "worse than +RE"
     if valid < baseline - NOISE:
         return "between +REAL and +RE"
     return "fails like its baseline" if valid <= baseline + NOISE else "worse than its baseline"
@@ -153,16 +156,18 @@ _VERDICTS = {  # (question, outcome) -> verdict on the hypothesis
 
 def verdict(results_dir: str | Path) -> pd.DataFrame:
     """One row per hypothesis (``VERDICT_COLUMNS``) at the last epoch its run, its baseline
-    and its reference all reached.
+    and its reference all reached; for a "beats" question, the last epoch of the run and its
+    reference (``baseline_valid_ppl`` NaN where the baseline stopped earlier).
 
     ``vs_reference`` = run − reference (perplexity points). ``outcome``: "beats +RE" (more
     than ``NOISE`` below), "below +RE, within the noise" (more than ``BEATS`` below),
     "trains like +RE" (within ``NOISE`` above), "between +REAL and +RE"
-    (more than ``NOISE`` below the baseline), "fails like its baseline" (within ``NOISE``) or
-    "worse than its baseline". ``verdict`` on the hypothesis' question: "trains" (does the
-    failure hang on it?): supports (beats or trains like +RE) / partly (between) / refutes,
-    or "too early" while the baseline is within 2 × ``NOISE`` of its reference (the failure
-    not visible yet); "beats" (does it make +REAL beat +RE?): supports (beyond the noise) /
+    (more than ``NOISE`` below the baseline), "fails like its baseline" (within ``NOISE``),
+    "worse than its baseline", or "worse than +RE" (the baseline stopped earlier).
+    ``verdict`` on the hypothesis' question: "trains" (does the failure hang on it?):
+    supports (beats or trains like +RE) / partly (between) / refutes, or "too early" while
+    the baseline is within 2 × ``NOISE`` of its reference (the failure not visible yet);
+    "beats" (does it make +REAL beat +RE?): supports (beyond the noise) /
     open (run longer; below +RE by more than ``BEATS``, within the noise, before the full
     schedule) / within the noise (more seeds; the same at the full schedule, ``FULL_EPOCHS``,
     where only other seeds can tell) / no gain (like +RE) / refutes. "not run" (with the
@@ -177,16 +182,18 @@ def verdict(results_dir: str | Path) -> pd.DataFrame:
     for h in HYPOTHESES:
         run_id, curve = _longest(root, h.runs)
         reference, reference_curve = _longest(root, h.reference)
-        curves = [curve, _curve(root, h.baseline), reference_curve]
+        baseline_curve = _curve(root, h.baseline)
         row = {"hypothesis": h.name, "run_id": run_id, "baseline": h.baseline,
                "reference": reference, "test_ppl": test_perplexity(root, run_id),
                "command": f"lmtie train --corpus ptb --size small {h.command}"}
-        common = set.intersection(*(set(c.index) for c in curves))
+        matched = [curve, reference_curve] + [baseline_curve] * (h.question == "trains")
+        common = set.intersection(*(set(c.index) for c in matched))
         if not common:
             rows.append({**row, "verdict": "not run"})
             continue
         epoch = max(common)
-        valid, baseline, ref = (float(c[epoch]) for c in curves)
+        valid, ref = float(curve[epoch]), float(reference_curve[epoch])
+        baseline = float(baseline_curve.get(epoch, math.nan))
         outcome = _outcome(valid, baseline, ref)
         judged = _VERDICTS[h.question].get(outcome, "refutes")
         if h.question == "trains" and baseline - ref < 2 * NOISE:

@@ -91,7 +91,7 @@ def test_verdict_at_matched_epochs(results):
 def test_a_reading_within_the_noise_at_the_full_schedule_asks_for_seeds(results):
     last = study.FULL_EPOCHS
     reading = "ptb-small-real-seed1-nodetach-bias"
-    write_curve(results, study.REAL_BIAS, [100.0] * last)
+    write_curve(results, study.REAL_BIAS, [100.0] * 31)  # its baseline stopped at epoch 31
     write_curve(results, reading, [100.0] * (last - 2) + [98.0, 98.0])  # 2 below from 39 on
     write_curve(results, study.RE_BIAS[1], [100.0] * (last - 1))  # the longer +RE-bias, at 39
     row = study.verdict(results).set_index("run_id").loc[reading]
@@ -101,6 +101,10 @@ def test_a_reading_within_the_noise_at_the_full_schedule_asks_for_seeds(results)
     row = study.verdict(results).set_index("run_id").loc[reading]
     assert (row["epoch"], row["outcome"]) == (last, "below +RE, within the noise")
     assert row["verdict"] == "within the noise (more seeds)"
+    assert math.isnan(row["baseline_valid_ppl"])  # a "beats" question: run vs +RE only
+    write_curve(results, reading, [100.0] * (last - 1) + [104.0])  # 4 above +RE-bias
+    assert study.verdict(results).set_index("run_id").loc[reading, "outcome"] == "worse than +RE"
+    write_curve(results, reading, [100.0] * (last - 2) + [98.0, 98.0])
     open_ = study.conclusion(study.verdict(results), study.evaluation(results), results)[3]
     assert "no stop-gradient, with a bias (within the noise (more seeds))" in open_
 
