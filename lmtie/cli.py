@@ -151,7 +151,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="results root: writes subspace/runs.jsonl and figures/figure1{a,b}.png "
                          "under it (default: results)")
     sp.add_argument("--epochs", type=int, default=None,
-                    help="epochs of every run (default: 20; 100 for --sweep convergence)")
+                    help="the most epochs a run trains; it stops earlier at the 4th halving "
+                         "of its learning rate on plateaus of its training loss (docs/"
+                         "figure1.md; default: 20; 100 for --sweep convergence)")
     _add_device(sp)
     sp.add_argument("--threads", type=int, default=1,
                     help="torch threads per job, also used by scipy's distance (default 1)")

@@ -3,7 +3,10 @@
 A 2-layer LSTM, untied W, trained on a random contiguous 20,000-token slice of PTB train with no
 dropout or weight decay, every word vector (row of Lᵀ) renormalised to unit norm after each
 update, on eq. 6.1 per token: ``β · τ²|V| · J^aug + (1 − β) · J`` (J^aug = ``augmented_kl``,
-J = CE); distance(span Lᵀ, span W) (Decision S1) after every epoch. Figure 1a sweeps β at
+J = CE), until the training loss stops improving (:class:`Convergence`) or a cap; both
+readings of the distance between span Lᵀ and span W (Decision S1 and the projection
+residual) after every epoch, and at the end the hidden states' span and W's end point under
+J^aug (:mod:`lmtie.spans`), which explain the distance that remains. Figure 1a sweeps β at
 τ = 10, 1b τ at β = 1 (:data:`lmtie.config.SWEEPS`). Each run trains through Table 1's
 epoch loop (:func:`lmtie.train.train_epoch`) with its own step; its row
 (:class:`lmtie.schema.Figure1Row`) is appended to the sweep's table as it finishes, so a
@@ -29,12 +32,18 @@ from torch import Tensor
 
 from lmtie import schema
 from lmtie.config import CONVERGENCE_EPOCHS, SWEEPS, make_config
-from lmtie.data import Corpus, batchify
+from lmtie.data import Corpus, batchify, bptt_batches
 from lmtie.device import resolve_device
 from lmtie.loss import augmented_kl
 from lmtie.model import RNNLM, State
 from lmtie.schema import Figure1Row, figure1_path, point_of
-from lmtie.spans import centred_subspace_distance, projection_residual, subspace_distance
+from lmtie.spans import (
+    centred_subspace_distance,
+    hidden_span,
+    least_squares_w,
+    projection_residual,
+    subspace_distance,
+)
 from lmtie.train import train_epoch
 
 SMOKE = {"slice_tokens": 2_000, "hidden_size": 16, "epochs": 2}
@@ -44,10 +53,13 @@ SMOKE = {"slice_tokens": 2_000, "hidden_size": 16, "epochs": 2}
 class Figure1Setup:
     """Everything of a Sec. 6.2 run except (β, τ, seed). Units: tokens, epochs; ``lr`` per step
     of the per-token mean loss; ``clip_norm`` the global L2 norm of that loss's gradient;
-    ``epochs`` the fixed budget of every run (``docs/figure1.md``).
+    ``epochs`` the most a run trains; ``halvings``, ``patience``: the convergence rule
+    (:class:`Convergence`; ``halvings`` 0: every run trains ``epochs``). ``docs/figure1.md``
+    says why.
 
     Raises:
-        ValueError: unknown optimiser, or sizes/epochs/lr that are not positive.
+        ValueError: unknown optimiser, sizes/epochs/lr that are not positive, or a negative
+            ``halvings``/``patience``.
     """
 
     slice_tokens: int = 20_000
@@ -60,6 +72,8 @@ class Figure1Setup:
     lr: float = 1e-3
     clip_norm: float = 5.0
     epochs: int = 20
+    halvings: int = 4
+    patience: int = 2
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "sgd"):
@@ -68,10 +82,52 @@ class Figure1Setup:
         bad = [n for n in sizes if getattr(self, n) <= 0]
         if bad or min(self.lr, self.clip_norm, self.init_range) <= 0:
             raise ValueError(f"{bad or 'lr, clip_norm, init_range'} must be positive")
+        if min(self.halvings, self.patience) < 0:
+            raise ValueError(f"halvings and patience must be >= 0, got {self.halvings}, "
+                             f"{self.patience}")
 
     def to_dict(self) -> dict:
         """Every field (a row's ``setup``; a resumed sweep compares it)."""
         return dataclasses.asdict(self)
+
+
+class Convergence:
+    """When a Sec. 6.2 run has reached its minimum training loss (the paper: "trained to
+    achieve the minimum training loss possible"): the learning rate is halved whenever the
+    epoch's loss has not improved by a relative 10⁻³ for ``patience`` epochs
+    (``torch.optim.lr_scheduler.ReduceLROnPlateau``), counted from the loss's highest point,
+    and the run stops at the ``halvings``-th halving.
+
+    For β > 0 the loss first *rises* for several epochs (ỹ sharpens as L learns through the
+    inputs) while the distance falls; a plateau counted from epoch 1 would halve the rate
+    during that rise. So the scheduler sees the losses from the first epoch whose loss is
+    below the one before.
+
+    Raises: ValueError for a negative ``halvings`` or ``patience``.
+    Paper: Sec. 6.2; Deviation: the rule is ours (the paper gives none).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, halvings: int, patience: int) -> None:
+        if min(halvings, patience) < 0:
+            raise ValueError(f"halvings and patience must be >= 0, got {halvings}, {patience}")
+        self.halvings, self.halved = halvings, 0
+        self._optimizer = optimizer
+        self._scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=0.5, patience=patience, threshold=1e-3)
+        self._previous: float | None = None
+        self._falling = False
+
+    def step(self, loss: float) -> bool:
+        """Record an epoch's training loss (per token); True when the run should stop
+        (never when ``halvings`` is 0)."""
+        self._falling = self._falling or (self._previous is not None and loss < self._previous)
+        self._previous = loss
+        if not self._falling or self.halvings == 0:
+            return False
+        lr = self._optimizer.param_groups[0]["lr"]
+        self._scheduler.step(loss)
+        self.halved += self._optimizer.param_groups[0]["lr"] < lr
+        return self.halved >= self.halvings
 
 
 def default_epochs(sweep: str) -> int:
@@ -168,10 +224,13 @@ def train_point(ids: Tensor, vocab_size: int, beta: float, tau: float, seed: int
     optimizer = (torch.optim.Adam(params, lr=setup.lr, weight_decay=0.0, fused=True)
                  if setup.optimizer == "adam" else torch.optim.SGD(params, lr=setup.lr))
     step = _eq61_step(model, optimizer, beta, tau, setup.clip_norm)
+    convergence = Convergence(optimizer, setup.halvings, setup.patience)
     initial = subspace_distance(lt, w)
     distances: list[float] = []
     centred: list[float] = []
+    residuals: list[float] = []
     losses: list[float] = []
+    converged = False
     for epoch in range(1, setup.epochs + 1):
         try:
             (loss, ce_mean, aug_mean), _ = train_epoch(model, data, setup.bptt, step)
@@ -181,14 +240,41 @@ def train_point(ids: Tensor, vocab_size: int, beta: float, tau: float, seed: int
         losses.append(loss)
         distances.append(subspace_distance(lt, w))
         centred.append(centred_subspace_distance(lt, w))
+        residuals.append(projection_residual(lt, w))
+        converged = convergence.step(loss)
+        if converged:
+            break
+    h, targets = hidden_states(model, data, setup.bptt)
+    span = hidden_span(h, lt, w)
+    end = None if beta == 0 else subspace_distance(
+        lt, least_squares_w(h, lt.detach()[targets], lt, w))
     return Figure1Row(
         beta=beta, tau=tau, seed=seed, slice_start=slice_start, epochs=len(losses),
         final_loss=loss, final_ce=ce_mean,
         final_aug_kl=None if math.isnan(aug_mean) else aug_mean,
         initial_distance=initial, final_distance=distances[-1],
-        final_residual=projection_residual(lt, w), wall_s=time.perf_counter() - start_time,
+        final_residual=residuals[-1], wall_s=time.perf_counter() - start_time,
         distance_per_epoch=distances, centred_distance_per_epoch=centred,
-        loss_per_epoch=losses, setup=setup.to_dict())
+        loss_per_epoch=losses, setup=setup.to_dict(), residual_per_epoch=residuals,
+        converged=converged, lr_halvings=convergence.halved,
+        hidden_singular_values=span.singular_values,
+        hidden_effective_rank=span.effective_rank,
+        sine_by_hidden_direction=span.sines, least_squares_distance=end)
+
+
+def hidden_states(model: RNNLM, data: Tensor, bptt: int) -> tuple[Tensor, Tensor]:
+    """The top layer's outputs h_t (what W multiplies) over ``data`` ``(L, B)`` in bptt
+    segments with the state carried, as in training, without gradients: ``(N, H)`` float32
+    and the ``(N,)`` int64 targets they predict, N = (L − 1) · B. Paper: Sec. 6.2 (h of
+    eq. 2.2); our addition for :func:`lmtie.spans.hidden_span`."""
+    outputs, targets = [], []
+    state = model.init_state(data.shape[1])
+    with torch.no_grad():
+        for inputs, target in bptt_batches(data, bptt):
+            out, state = model.lstm(model.embedding(inputs), state)
+            outputs.append(out.reshape(-1, out.shape[-1]))
+            targets.append(target.reshape(-1))
+    return torch.cat(outputs).cpu(), torch.cat(targets).cpu()
 
 
 def sweep_points(sweep: str = "both", seeds: int = 3) -> list[tuple[float, float, int]]:

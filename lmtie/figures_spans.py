@@ -129,21 +129,32 @@ def _figure1_axes() -> tuple[Figure, object]:
 
 @styled
 def plot_figure1(rows: list[schema.Figure1Row], sweep: str) -> Figure | None:
-    """Figure 1a (distance vs β, τ = 10) or 1b (vs τ, β = 1): mean ± std over seeds, each
-    run as a grey dot, the paper's values (``reference.FIGURE1``) as red crosses. None when
-    no row belongs to the sweep. Paper: Figure 1 (reference values read off the figure)."""
+    """Figure 1a (distance vs β, τ = 10) or 1b (vs τ, β = 1), both readings of the paper's
+    metric: the principal-angle distance (Decision S1, primary; mean ± std over seeds, each
+    run a grey dot) and the projection residual of W (dashed); where the runs have it, the
+    distance of W's end point under J^aug (:func:`lmtie.spans.least_squares_w`); the paper's
+    values (``reference.FIGURE1``) as red crosses. None when no row belongs to the sweep.
+    Paper: Figure 1 (reference values read off the figure)."""
     stats = report.figure1_summary(rows, sweep)
     if not stats:
         return None
     fig, ax = _figure1_axes()
+    ax.set_ylabel("distance (Lᵀ, W)")
     for s in stats:
         mine = [r.final_distance for r in rows if schema.point_of(r) == (s["beta"], s["tau"])]
         ax.plot([s["x"]] * len(mine), mine, ".", color="grey", alpha=0.6)
     ns = sorted({s["n"] for s in stats})
     seeds = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
-    ax.errorbar([s["x"] for s in stats], [s["mean"] for s in stats],
-                yerr=[s["std"] for s in stats], fmt="o-", capsize=4,
-                label=f"ours: mean ± std, n = {seeds} per point")
+    xs = [s["x"] for s in stats]
+    ax.errorbar(xs, [s["mean"] for s in stats], yerr=[s["std"] for s in stats], fmt="o-",
+                capsize=4, label=f"principal angles (S1), mean ± std, n = {seeds}")
+    ax.errorbar(xs, [s["residual_mean"] for s in stats],
+                yerr=[s["residual_std"] for s in stats], fmt="s--", capsize=4, color="black",
+                mfc="white", label="projection residual ‖W − P W‖/‖W‖")
+    ends = [(s["x"], s["least_squares"]) for s in stats if s["least_squares"] is not None]
+    if ends:
+        ax.plot(*zip(*ends, strict=True), "v", color="grey", markersize=8,
+                label="W's end point under J^aug (S1)")
     ref = reference.FIGURE1
     if sweep == "a":
         ref_x, ref_y = [0.0, 1.0], [ref["beta0_tau10"], ref["beta1_tau10"]]
@@ -202,10 +213,37 @@ def plot_figure1_convergence(rows: list[schema.Figure1Row]) -> Figure | None:
     return fig
 
 
+@styled
+def plot_figure1_hidden_span(rows: list[schema.Figure1Row]) -> Figure | None:
+    """Why the distance stays up, at β = 1, τ = 10: along each direction of the hidden states
+    (by decreasing singular value), W's sine to span(Lᵀ) (mean over seeds) and the singular
+    value over the largest (mean over seeds): J^aug's gradient moves W only along directions
+    h varies in (:func:`lmtie.spans.hidden_span`). None without such rows.
+    Paper: Sec. 6.2 (our addition, issue 17)."""
+    mine = [r for r in rows if schema.point_of(r) == (1.0, 10.0) and r.sine_by_hidden_direction]
+    if not mine:
+        return None
+    fig, ax = _figure1_axes()
+    width = min(len(r.sine_by_hidden_direction) for r in mine)
+    directions = range(1, width + 1)
+    sines = [sum(r.sine_by_hidden_direction[k] for r in mine) / len(mine) for k in range(width)]
+    scale = [sum(r.hidden_singular_values[k] / r.hidden_singular_values[0] for r in mine)
+             / len(mine) for k in range(width)]
+    rank = sum(r.hidden_effective_rank for r in mine) / len(mine)
+    ax.plot(directions, sines, "-", label="sin∠(W v_k, span Lᵀ)")
+    ax.plot(directions, scale, "--", color="black", label="singular value s_k / s_1 of h")
+    ax.axvline(rank, color="grey", ls=":", label=f"effective rank of h: {rank:.0f}")
+    ax.set(xlabel="direction k of the hidden states (by decreasing s_k)", ylabel="",
+           title=f"β = 1, τ = 10: W along the hidden states' directions (n = {len(mine)})")
+    ax.legend(fontsize=MIN_FONT_PT, loc="center right")
+    return fig
+
+
 def draw_figure1(rows: list[schema.Figure1Row], results_dir: str | Path,
                  sweep: str = "both") -> None:
     """``figures/figure1{a,b}.png`` and ``figure1{a,b}_epochs.png`` under ``results_dir`` for
-    each sweep (``"a"``, ``"b"`` or ``"both"``) that has rows; for ``"convergence"``,
+    each sweep (``"a"``, ``"b"`` or ``"both"``) that has rows, and ``figure1_hidden_span.png``
+    where its rows have the hidden states' span (else removed); for ``"convergence"``,
     ``figures/figure1_convergence.png``. Raises: KeyError for an unknown sweep."""
     figure = ResultsDir(results_dir).figure
     if sweep == "convergence":
@@ -215,3 +253,4 @@ def draw_figure1(rows: list[schema.Figure1Row], results_dir: str | Path,
         if report.figure1_summary(rows, name):
             save_figure(plot_figure1(rows, name), figure(f"figure1{name}"))
             save_figure(plot_figure1_per_epoch(rows, name), figure(f"figure1{name}_epochs"))
+    save_figure(plot_figure1_hidden_span(rows), figure("figure1_hidden_span"))

@@ -269,6 +269,37 @@ def real_study_section(results_dir: str | Path) -> list[HTML | Markdown | Styler
     return parts
 
 
+def _figure1_reading(results_dir: str | Path) -> str:
+    """Which of the two distances is primary and why, and what remains of the distance at
+    β = 1, τ = 10 where the runs measured it (:func:`lmtie.report.figure1_remaining`)."""
+    text = ("**Which distance.** The paper's \"relative residual norm from projection of one "
+            "matrix onto another\" (Björck & Golub 1973) reads two ways; both are plotted. "
+            "Primary: the principal-angle distance (Decision S1), the residual of projecting "
+            "an orthonormal basis of span(W) onto span(Lᵀ): it compares the two subspaces, "
+            "as the paper's claim is about spans, whatever W's size along each direction. "
+            "Beside it (dashed) ‖W − P_{Lᵀ} W‖ / ‖W‖, the residual of W itself, which weighs "
+            "each direction by W's size along it and so is lower wherever the directions "
+            "still outside span(Lᵀ) are small ones.")
+    left = report.figure1_remaining(results_dir)
+    if left is None:
+        return text + (" The runs shown predate the measurement of what remains (`lmtie "
+                       "subspace` records it from schema version 3 on).")
+    return text + (
+        f"\n\n**What remains at β = 1, τ = 10** (n = {left['n']}, {left['epochs']:g} epochs, "
+        f"{left['converged']} stopped by the convergence rule): the distance is "
+        f"{left['distance']:.3f}; W's end point under J^aug on the same hidden states and "
+        f"word vectors (`lmtie.spans.least_squares_w`) is at {left['least_squares']:.4f}, "
+        f"against 1/√d = {1 / math.sqrt(left['d']):.4f} (d = {left['d']}: one principal "
+        f"angle, W's constant direction, which no softmax loss moves) and the paper's ≈ "
+        f"{report.paper_distance(1.0, 10.0):g}. The hidden states have an effective rank of "
+        f"{left['effective_rank']:.0f} of {left['d']}: along their first "
+        f"{round(left['effective_rank'])} directions W's mean sine to span(Lᵀ) is "
+        f"{left['sine_within']:.3f}, along the rest {left['sine_beyond']:.3f} (figure: W "
+        "along the hidden states' directions; J^aug's gradient in W is Σ (ŷ − ỹ) hᵀ, so "
+        "under SGD W moves along a direction only as much as h varies in it; Adam rescales "
+        "each weight's step, so only roughly).")
+
+
 def figure1(results_dir: str | Path) -> list[HTML | Markdown | Styler]:
     """The paper's Figure 1: the final distance per point beside the paper's
     (:func:`lmtie.report.figure1_points`, from the tables in ``<results_dir>/subspace/``), then
@@ -287,10 +318,15 @@ def figure1(results_dir: str | Path) -> list[HTML | Markdown | Styler]:
     images = [embed(p, f"Figure 1{p.stem[-1]}") for p in paths if p.is_file()]
     images += [embed(figure(f"figure1{p}_epochs"), f"Figure 1{p} over training")
                for p in "ab" if figure(f"figure1{p}_epochs").is_file()]
+    if figure("figure1_hidden_span").is_file():
+        images.append(embed(figure("figure1_hidden_span"),
+                            "β = 1, τ = 10: W along the hidden states' directions"))
     if figure("figure1_convergence").is_file():
         images.append(embed(figure("figure1_convergence"), "β = 1, τ = 10 trained longer"))
     if images:  # one output, so that the images stand side by side where the page allows
         shown.append(HTML(" ".join(image.data for image in images)))
+    if points:
+        shown.append(Markdown(_figure1_reading(results_dir)))
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
         shown.append(Markdown(

@@ -202,21 +202,34 @@ def read_table(results_dir: str | Path, name: str) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=False, na_values=[""])
 
 
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample std (ddof 1; 0 for one value) of a non-empty list."""
+    mean = sum(values) / len(values)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1))
+
+
 def figure1_summary(rows: list[schema.Figure1Row], sweep: str) -> list[dict[str, Any]]:
     """Per point of Figure 1``sweep`` (``"a"`` | ``"b"`` | ``"convergence"``) that has runs:
     ``x`` (β or τ), ``beta``, ``tau``, ``n`` seeds, ``mean`` and ``std`` (ddof 1; 0 for one
-    run) of the final distance, ``mean_epochs``. Raises: KeyError for an unknown sweep.
+    run) of the final distance (Decision S1), ``residual_mean``/``residual_std`` of the final
+    projection residual, ``least_squares`` (mean distance of W's end point under J^aug; None
+    where no run has one), ``converged`` (runs stopped by the convergence rule; None for runs
+    from before it) and ``mean_epochs``. Raises: KeyError for an unknown sweep.
     Paper: Figure 1."""
     out = []
     for beta, tau in SWEEPS[sweep]:
         mine = [r for r in rows if schema.point_of(r) == (beta, tau)]
         if not mine:
             continue
-        values = [r.final_distance for r in mine]
-        mean = sum(values) / len(values)
-        var = sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)
+        mean, std = _mean_std([r.final_distance for r in mine])
+        residual_mean, residual_std = _mean_std([r.final_residual for r in mine])
+        ends = [r.least_squares_distance for r in mine if r.least_squares_distance is not None]
+        ruled = [r.converged for r in mine if r.converged is not None]
         out.append({"x": beta if sweep == "a" else tau, "beta": beta, "tau": tau,
-                    "n": len(values), "mean": mean, "std": math.sqrt(var),
+                    "n": len(mine), "mean": mean, "std": std,
+                    "residual_mean": residual_mean, "residual_std": residual_std,
+                    "least_squares": _mean_std(ends)[0] if ends else None,
+                    "converged": sum(ruled) if ruled else None,
                     "mean_epochs": sum(r.epochs for r in mine) / len(mine)})
     return out
 
@@ -246,12 +259,46 @@ def paper_distance(beta: float, tau: float) -> float | None:
     return known.get((round(beta, 6), round(tau, 6)))
 
 
+def figure1_remaining(results_dir: str | Path) -> dict[str, Any] | None:
+    """What remains of the distance at β = 1, τ = 10 (Figure 1a's end, the paper's ≈ 0.06),
+    from the runs of ``subspace/runs.jsonl`` that measured it (mean over them): ``n``,
+    ``epochs``, ``converged`` (by the rule), ``distance`` (S1), ``least_squares`` (W's end
+    point under J^aug), ``d`` (hidden size; 1/√d is one principal angle of d),
+    ``effective_rank`` of the hidden states, and W's mean sine to span(Lᵀ) along their first
+    ``round(effective_rank)`` directions (``sine_within``) and along the rest
+    (``sine_beyond``; NaN when there is no rest). None when no run has these (tables from
+    before schema version 3).
+
+    Raises: ValueError on a malformed table. Paper: Sec. 6.2, Figure 1a (our addition).
+    """
+    rows = [r for r in schema.read_figure1_rows(schema.figure1_path(results_dir, "both"))
+            if schema.point_of(r) == (1.0, 10.0) and r.least_squares_distance is not None
+            and r.sine_by_hidden_direction]
+    if not rows:
+        return None
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values) if values else math.nan
+
+    rank = mean([r.hidden_effective_rank for r in rows])
+    cut = round(rank)
+    return {"n": len(rows), "epochs": mean([r.epochs for r in rows]),
+            "converged": sum(bool(r.converged) for r in rows),
+            "distance": mean([r.final_distance for r in rows]),
+            "least_squares": mean([r.least_squares_distance for r in rows]),
+            "d": rows[0].setup["hidden_size"], "effective_rank": rank,
+            "sine_within": mean([mean(r.sine_by_hidden_direction[:cut]) for r in rows]),
+            "sine_beyond": mean([mean(r.sine_by_hidden_direction[cut:]) for r in rows])}
+
+
 def figure1_points(results_dir: str | Path) -> list[dict[str, Any]]:
     """One row per point of Figure 1a, 1b and the convergence runs found under
     ``results_dir`` (:func:`lmtie.schema.figure1_path`): ``figure``, ``beta``, ``tau``,
-    ``epochs``, ``seeds``, ``distance`` and ``std`` (final distance, mean and std over seeds),
-    ``paper`` (:func:`paper_distance`, None where the paper gives no number). [] when no
-    table exists.
+    ``epochs``, ``seeds``, ``converged`` (of them, by the rule), ``distance`` and ``std``
+    (final distance, Decision S1, mean and std over seeds), ``residual`` and
+    ``residual_std`` (the projection residual), ``least_squares`` (distance of W's end point
+    under J^aug), ``paper`` (:func:`paper_distance`, None where the paper gives no number).
+    [] when no table exists.
 
     Raises: ValueError on a malformed table. Paper: Sec. 6.2, Figure 1.
     """
@@ -261,6 +308,9 @@ def figure1_points(results_dir: str | Path) -> list[dict[str, Any]]:
         for point in figure1_summary(rows, sweep):
             out.append({"figure": figure, "beta": point["beta"], "tau": point["tau"],
                         "epochs": point["mean_epochs"], "seeds": point["n"],
-                        "distance": point["mean"], "std": point["std"],
+                        "converged": point["converged"], "distance": point["mean"],
+                        "std": point["std"], "residual": point["residual_mean"],
+                        "residual_std": point["residual_std"],
+                        "least_squares": point["least_squares"],
                         "paper": paper_distance(point["beta"], point["tau"])})
     return out

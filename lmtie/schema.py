@@ -215,9 +215,16 @@ class Figure1Row(Record):
     J^tot per token), ``final_ce``, ``final_aug_kl`` (nats per token; J^aug unscaled, None at
     β = 0); distances in [0, 1] (``initial_distance`` before training; per epoch: plain and
     centred, :func:`lmtie.spans.centred_subspace_distance`); ``final_residual``
-    (:func:`lmtie.spans.projection_residual`); ``wall_s`` seconds; ``setup``: the
-    :class:`lmtie.figure1.Figure1Setup` fields. Version 1: ``centred_distance_per_epoch``
-    may be missing (read as [])."""
+    (:func:`lmtie.spans.projection_residual`, also per epoch); ``wall_s`` seconds; ``setup``:
+    the :class:`lmtie.figure1.Figure1Setup` fields; ``converged``: stopped by
+    :class:`lmtie.figure1.Convergence` after ``lr_halvings`` halvings (else at the cap); at
+    the end, the hidden states' span and W's sine along each of its directions
+    (:func:`lmtie.spans.hidden_span`) and ``least_squares_distance``, the distance of W's end
+    point under J^aug (:func:`lmtie.spans.least_squares_w`; None at β = 0). Version 1:
+    ``centred_distance_per_epoch`` may be missing (read as []); versions 1–2 lack the fields
+    from ``residual_per_epoch`` on (empty lists and None)."""
+
+    VERSION: ClassVar[int] = 3
 
     beta: float
     tau: float
@@ -235,6 +242,13 @@ class Figure1Row(Record):
     centred_distance_per_epoch: list[float]
     loss_per_epoch: list[float]
     setup: dict[str, Any]
+    residual_per_epoch: list[float] = field(default_factory=list)
+    converged: bool | None = None
+    lr_halvings: int | None = None
+    hidden_singular_values: list[float] = field(default_factory=list)
+    hidden_effective_rank: float | None = None
+    sine_by_hidden_direction: list[float] = field(default_factory=list)
+    least_squares_distance: float | None = None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str | Path = "a record") -> Figure1Row:

@@ -9,6 +9,7 @@ and the summary links to it where it explains a result (e.g. ``does-real-work`` 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -117,7 +118,8 @@ def _pattern(ledger: pd.DataFrame) -> str | None:
 
 
 def _figure1(results_dir: Path) -> str:
-    """Figure 1's verdict: the trend in β and the level at β = 1, τ = 10, against the paper."""
+    """Figure 1's verdict: the trend in β and the level at β = 1, τ = 10, against the paper,
+    and where J^aug would take W (:func:`lmtie.report.figure1_remaining`) once measured."""
     rows = {(r["figure"], r["beta"], r["tau"]): r for r in report.figure1_points(results_dir)}
     start, end = rows.get(("1a", 0.0, 10.0)), rows.get(("1a", 1.0, 10.0))
     if not (start and end):
@@ -133,6 +135,11 @@ def _figure1(results_dir: Path) -> str:
     longer = rows.get(("longer run", 1.0, 10.0))
     if longer:
         text += f"; {longer['distance']:.3f} after {longer['epochs']:g} epochs"
+    left = report.figure1_remaining(results_dir)
+    if left:
+        text += (f"; W's end point under J^aug on the same hidden states is at "
+                 f"{left['least_squares']:.3f} (1/√d = {1 / math.sqrt(left['d']):.3f}, W's "
+                 "constant direction)")
     return f"{text} ({_link('figure-1', 'section')})."
 
 

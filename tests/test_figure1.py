@@ -13,7 +13,7 @@ from lmtie.schema import Figure1Row, read_figure1_rows
 
 VOCAB = 50
 TINY = Figure1Setup(slice_tokens=600, hidden_size=8, num_layers=1, batch_size=4, bptt=10,
-                    lr=1e-2, epochs=30)
+                    lr=1e-2, epochs=30, halvings=0)  # a fixed budget: 30 epochs
 
 
 def make_row(beta: float, tau: float, seed: int, distance: float, epochs: int = 20,
@@ -32,6 +32,24 @@ def test_setup_is_validated():
         Figure1Setup(optimizer="rmsprop")
     with pytest.raises(ValueError, match="epochs"):
         Figure1Setup(epochs=0)
+    with pytest.raises(ValueError, match="halvings and patience"):
+        Figure1Setup(patience=-1)
+
+
+def test_convergence_halves_on_plateaus_counted_from_the_highest_loss():
+    """Hand-computed (patience 1, relative threshold 1e-3): the rise 5 → 7 halves nothing;
+    from 6.5 on, each second epoch without a 0.1 % gain halves the rate; stop at the 2nd."""
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([weight], lr=1.0)
+    rule = figure1.Convergence(optimizer, halvings=2, patience=1)
+    stops = [rule.step(loss) for loss in (5.0, 6.0, 7.0, 6.5, 6.0, 5.999, 5.998)]
+    assert stops == [False] * 7 and rule.halved == 1  # 5.999 and 5.998: no 0.1 % gain
+    assert optimizer.param_groups[0]["lr"] == 0.5
+    assert rule.step(5.0) is False  # a gain resets the count
+    assert [rule.step(5.0), rule.step(5.0)] == [False, True]
+    assert rule.halved == 2 and optimizer.param_groups[0]["lr"] == 0.25
+    fixed = figure1.Convergence(optimizer, halvings=0, patience=0)
+    assert not any(fixed.step(loss) for loss in (3.0, 2.0, 2.0, 2.0, 2.0))
 
 
 def test_random_slice_is_contiguous_and_seeded():
@@ -83,6 +101,21 @@ def test_augmented_loss_pulls_w_into_span_of_lt(tiny_runs):
     assert d0.final_aug_kl is None and d1.final_aug_kl > 0  # β = 0: no J^aug
     assert d0.final_loss == pytest.approx(d0.final_ce)  # β = 0: plain cross-entropy
     assert 0 < d1.final_residual < d0.final_residual <= 1
+    assert d1.residual_per_epoch[-1] == d1.final_residual and len(d1.residual_per_epoch) == 30
+    assert d1.converged is False and d1.lr_halvings == 0  # halvings=0: the budget decides
+    # the hidden states (8 dims) and W's end point under J^aug (none at β = 0)
+    assert len(d1.hidden_singular_values) == len(d1.sine_by_hidden_direction) == 8
+    assert 1.0 <= d1.hidden_effective_rank <= 8.0
+    assert all(0.0 <= s <= 1.0 for s in d1.sine_by_hidden_direction)
+    assert d0.least_squares_distance is None
+    assert d1.least_squares_distance <= 8**-0.5 + 1e-9  # W's constant direction at most
+    assert d1.least_squares_distance < d1.final_distance  # where W is heading: closer
+
+
+def test_a_run_stops_when_its_loss_stops_improving(markov_ids):
+    run = train_point(markov_ids, VOCAB, 1.0, 10.0, seed=1,
+                      setup=replace(TINY, halvings=1, patience=0, lr=0.3, epochs=200))
+    assert run.converged is True and run.lr_halvings == 1 and run.epochs < 200
 
 
 def test_word_vectors_stay_unit_norm(markov_ids, monkeypatch):
@@ -175,6 +208,36 @@ def test_figure1_points_put_each_point_beside_the_paper(tmp_path):
                                 ("longer run", 1.0, 10.0, 1, 100, 0.06)]
     assert table[0]["distance"] == pytest.approx(0.95)
     assert table[0]["std"] == pytest.approx(0.005 ** 0.5)
+    assert table[0]["converged"] is None and table[0]["least_squares"] is None
+    assert report.figure1_remaining(tmp_path) is None  # rows from before version 3
+
+
+def test_what_remains_at_beta1_tau10(tmp_path):
+    """Two runs with the measurements of version 3: means over them, sines split at the
+    hidden states' effective rank (2 of 4 directions)."""
+    rows = [make_row(1.0, 10.0, seed, 0.5 + 0.1 * seed, epochs=30 + seed,
+                     final_residual=0.3, converged=seed == 1, lr_halvings=4,
+                     setup={**Figure1Setup().to_dict(), "hidden_size": 4},
+                     hidden_singular_values=[4.0, 3.0, 0.5, 0.1], hidden_effective_rank=2.2,
+                     sine_by_hidden_direction=[0.1, 0.2, 0.9, 1.0],
+                     least_squares_distance=0.4 + 0.1 * seed) for seed in (1, 2)]
+    rows.append(make_row(0.0, 10.0, 1, 0.99))
+    schema.write_figure1_rows(schema.figure1_path(tmp_path, "both"), rows)
+    left = report.figure1_remaining(tmp_path)
+    assert left == {"n": 2, "epochs": 31.5, "converged": 1, "distance": pytest.approx(0.65),
+                    "least_squares": pytest.approx(0.55), "d": 4,
+                    "effective_rank": pytest.approx(2.2), "sine_within": pytest.approx(0.15),
+                    "sine_beyond": pytest.approx(0.95)}
+    point = next(p for p in report.figure1_points(tmp_path) if p["beta"] == 1.0)  # 1a's end
+    assert point["converged"] == 1 and point["least_squares"] == pytest.approx(0.55)
+    assert point["residual"] == pytest.approx(0.3)
+    fig = figures_spans.plot_figure1_hidden_span(rows)
+    assert [line.get_ydata()[2] for line in fig.axes[0].lines[:2]] == [0.9, 0.125]
+    figures_spans.draw_figure1(rows, tmp_path, "both")
+    assert (tmp_path / "figures" / "figure1_hidden_span.png").is_file()
+    assert len(figures_spans.plot_figure1(rows, "a").axes[0].lines) > 3  # with the end point
+    figures_spans.draw_figure1(rows[2:], tmp_path, "both")  # no such rows: a stale one goes
+    assert not (tmp_path / "figures" / "figure1_hidden_span.png").exists()
 
 
 def test_summary_and_figures(tmp_path):
@@ -183,9 +246,10 @@ def test_summary_and_figures(tmp_path):
     stats = report.figure1_summary(rows, "a")
     assert [s["x"] for s in stats] == list(BETAS)
     assert stats[0]["mean"] == pytest.approx(1.02) and stats[0]["std"] == pytest.approx(0.01)
-    assert report.figure1_summary(rows, "b") == [{"x": 10.0, "beta": 1.0, "tau": 10.0, "n": 3,
-                                                  "mean": pytest.approx(0.12), "std":
-                                                  pytest.approx(0.01), "mean_epochs": 5.0}]
+    assert report.figure1_summary(rows, "b") == [{
+        "x": 10.0, "beta": 1.0, "tau": 10.0, "n": 3, "mean": pytest.approx(0.12),
+        "std": pytest.approx(0.01), "residual_mean": 0.0, "residual_std": 0.0,
+        "least_squares": None, "converged": None, "mean_epochs": 5.0}]
     figures_spans.draw_figure1(rows, tmp_path, "a")
     assert (tmp_path / "figures" / "figure1a.png").stat().st_size > 10_000
     with_curves = [replace(r, initial_distance=0.98,

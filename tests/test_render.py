@@ -3,6 +3,7 @@ ablations and Figure 1 sections, from hand-made run files and tables."""
 
 import base64
 import os
+from dataclasses import replace
 
 import pandas as pd
 from helpers import SMOKE, write_run
@@ -65,10 +66,21 @@ def test_decisions_and_figure1_section(tmp_path):
         wall_s=0.0, distance_per_epoch=[], centred_distance_per_epoch=[], loss_per_epoch=[],
         setup={})
     schema.write_figure1_rows(schema.figure1_path(tmp_path, "both"), [point])
-    table, images = render.figure1(tmp_path)  # the table of final distances comes first
+    table, images, reading = render.figure1(tmp_path)  # the table of final distances first
     assert images.data.count("<img") == 4 and list(table.data["figure"]) == ["1a", "1b"]
     assert list(table.data["paper"]) == [0.06, 0.06] and "0.800" in table.to_html()
     assert list(table.data.columns[:3]) == ["figure", "β", "τ"]
+    assert "Primary: the principal-angle distance" in reading.data
+    assert "predate the measurement" in reading.data
+    measured = replace(point, setup={"hidden_size": 300}, least_squares_distance=0.0577,
+                       hidden_singular_values=[2.0, 1.0, 1.0], hidden_effective_rank=1.9,
+                       sine_by_hidden_direction=[0.1, 0.3, 0.9], converged=False)
+    schema.write_figure1_rows(schema.figure1_path(tmp_path, "both"), [measured])
+    reading = render.figure1(tmp_path)[2].data
+    assert "W's end point under J^aug" in reading and "is at 0.0577" in reading
+    assert "1/√d = 0.0577 (d = 300" in reading and "paper's ≈ 0.06" in reading
+    assert "first 2 directions W's mean sine to span(Lᵀ) is 0.200, along the rest 0.900" in (
+        reading)
 
 
 def test_ablations_section_shows_table_and_figure_or_how_to_make_one(results):

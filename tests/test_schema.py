@@ -2,6 +2,7 @@
 files written before versions (version 1)."""
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -80,8 +81,9 @@ def test_predictions_json_is_read_as_version_1_test_statistics(tmp_path):
 
 def legacy_csv(path: Path, rows: list[Figure1Row], centred: bool) -> None:
     """A Figure 1 table as version 1 wrote it: CSV, JSON text in cells, nan for no J^aug."""
-    columns = [c for c in rows[0].to_dict() if c != "schema_version"
-               and (centred or c != "centred_distance_per_epoch")]
+    names = [f.name for f in dataclasses.fields(Figure1Row)]
+    version_1 = names[:names.index("setup") + 1]  # the fields after it came with version 3
+    columns = [c for c in version_1 if centred or c != "centred_distance_per_epoch"]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -108,6 +110,24 @@ def test_figure1_csv_of_version_1_reads_and_migrates(tmp_path, centred):
     schema.write_figure1_rows(path, [read])
     assert path.is_file() and not path.with_suffix(".csv").exists()
     assert schema.read_figure1_rows(path) == [read]
+
+
+def test_figure1_row_of_version_2_reads_without_the_fields_of_version_3(tmp_path):
+    values = {"beta": 1.0, "tau": 10.0, "seed": 1, "slice_start": 5, "epochs": 1,
+              "final_loss": 4.0, "final_ce": 6.0, "final_aug_kl": 1e-5,
+              "initial_distance": 0.98, "final_distance": 0.9, "final_residual": 0.5,
+              "wall_s": 3.0, "distance_per_epoch": [0.9], "centred_distance_per_epoch": [0.8],
+              "loss_per_epoch": [4.0], "setup": {"epochs": 1}, "schema_version": 2}
+    row = Figure1Row.from_dict(values)
+    assert row.residual_per_epoch == [] and row.sine_by_hidden_direction == []
+    assert row.converged is None and row.least_squares_distance is None
+    path = tmp_path / "runs.jsonl"
+    new = replace(row, residual_per_epoch=[0.5], converged=True, lr_halvings=4,
+                  hidden_singular_values=[2.0, 1.0], hidden_effective_rank=1.9,
+                  sine_by_hidden_direction=[0.1, 0.9], least_squares_distance=0.06)
+    schema.write_figure1_rows(path, [new])
+    assert schema.read_figure1_rows(path) == [new]
+    assert atomic.read_jsonl(path)[0]["schema_version"] == 3
 
 
 @pytest.mark.skipif(not (COMMITTED / "runs").is_dir(), reason="no committed results")

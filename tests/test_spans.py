@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from lmtie.spans import centred_subspace_distance, projection_residual, subspace_distance
+from lmtie.spans import (
+    centred_subspace_distance,
+    hidden_span,
+    least_squares_w,
+    projection_residual,
+    subspace_distance,
+)
 
 
 def residual_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -100,3 +106,52 @@ def test_centred_distance_ignores_the_constant_direction(rng):
         residual_distance(lt - lt.mean(0), other - other.mean(0)), abs=1e-10)
     with pytest.raises(ValueError, match="one shape"):
         centred_subspace_distance(lt, w[:, :3])
+
+
+def test_hidden_span_by_hand(rng):
+    """h visits 3 of 6 directions equally (effective rank 3); W maps those into span(Lᵀ) and
+    the other 3 orthogonally to it: sines (0, 0, 0, 1, 1, 1)."""
+    v, d, n = 50, 6, 40
+    lt = rng.standard_normal((v, d))
+    q, _ = np.linalg.qr(rng.standard_normal((n, 3)))
+    h = np.zeros((n, d))
+    h[:, :3] = 2.0 * q  # singular values (2, 2, 2, 0, 0, 0) along e_1..e_3
+    basis = np.linalg.qr(lt)[0]
+    outside = rng.standard_normal((v, 3))
+    outside -= basis @ (basis.T @ outside)
+    w = np.hstack([lt @ rng.standard_normal((d, 3)), outside])
+    span = hidden_span(h, lt, w)
+    assert span.singular_values == pytest.approx([2, 2, 2, 0, 0, 0], abs=1e-12)
+    assert span.effective_rank == pytest.approx(3.0)
+    assert span.sines[:3] == pytest.approx([0, 0, 0], abs=1e-7)
+    assert span.sines[3:] == pytest.approx([1, 1, 1], abs=1e-7)  # any basis of e_4..e_6
+    # unequal singular values (4, 1): entropy of (0.8, 0.2)
+    h2 = np.zeros((n, d))
+    h2[:, 0], h2[:, 1] = 4.0 * q[:, 0], q[:, 1]
+    expected = math.exp(-(0.8 * math.log(0.8) + 0.2 * math.log(0.2)))
+    assert hidden_span(h2, lt, w).effective_rank == pytest.approx(expected)
+    with pytest.raises(ValueError, match=r"h must be \(N, 6\)"):
+        hidden_span(h[:, :5], lt, w)
+
+
+def test_least_squares_w_recovers_an_exact_fit_but_its_constant_direction(rng):
+    """Targets u_t = A h_t exactly: the centred W* is C Lᵀ A, W's mean row is kept, and
+    span(W*) is one principal angle (W's constant direction) away from span(Lᵀ)."""
+    v, d, n = 300, 8, 200
+    lt = rng.standard_normal((v, d))
+    a = rng.standard_normal((d, d)) + 3 * np.eye(d)
+    h = rng.standard_normal((n, d))
+    u = h @ a.T  # u_t = A h_t
+    w = rng.standard_normal((v, d)) + 5.0  # a large constant direction
+    fitted = least_squares_w(h, u, lt, w)
+    centre = np.eye(v) - 1.0 / v
+    assert np.allclose(centre @ fitted, centre @ lt @ a, atol=1e-9)
+    assert np.allclose(fitted.mean(axis=0), w.mean(axis=0))
+    assert centred_subspace_distance(lt, fitted) == pytest.approx(0.0, abs=1e-6)
+    assert 0.9 / math.sqrt(d) < subspace_distance(lt, fitted) <= 1 / math.sqrt(d) + 1e-12
+    # noisy targets: the same W* as numpy's least squares on the centred problem
+    noisy = u + 0.1 * rng.standard_normal(u.shape)
+    solved = np.linalg.lstsq(h, noisy @ lt.T @ centre, rcond=None)[0].T  # C W* hᵀ ≈ C Lᵀ u
+    assert np.allclose(centre @ least_squares_w(h, noisy, lt, w), solved, atol=1e-9)
+    with pytest.raises(ValueError, match="need h"):
+        least_squares_w(h, u[:, :3], lt, w)
