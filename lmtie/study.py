@@ -223,8 +223,10 @@ def _findings(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 def headline(table: pd.DataFrame) -> str:
     """The conclusion of a :func:`verdict` table in one sentence for the report's opening:
-    the readings under which +REAL trains like +RE, those under which it still fails, and
-    those that make it beat +RE beyond ``NOISE`` (labels only; "none" for an empty list)."""
+    the readings under which +REAL trains like +RE, those under which it still fails, those
+    that make it beat +RE beyond ``NOISE`` (labels only; "none" for an empty list), and the
+    open ones with their verdict, their distance to +RE and their test perplexity where the
+    table has them."""
     labels = {h.name: h.label for h in HYPOTHESES}
 
     def listed(rows: pd.DataFrame) -> str:
@@ -232,10 +234,21 @@ def headline(table: pd.DataFrame) -> str:
         return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1
                             else names) or "none"
 
-    found = {k: listed(rows) for k, rows in _findings(table).items()}
-    return (f"over {len(table)} readings of the paper (validation, matched epochs) it trains "
-            f"like +RE with {found['trains']}; still fails with {found['fails']}; beats +RE "
-            f"beyond the noise with {found['beats']}")
+    def measured(row: pd.Series) -> str:
+        parts = [row["verdict"]]
+        if pd.notna(row.get("vs_reference")):
+            parts.append(f"{row['vs_reference']:+.2f} vs +RE at epoch {row['epoch']:.0f}")
+        if pd.notna(row.get("test_ppl")):
+            parts.append(f"test {row['test_ppl']:.2f}")
+        return f"{labels[row['hypothesis']]} ({', '.join(parts)})"
+
+    found = _findings(table)
+    text = (f"over {len(table)} readings of the paper (validation, matched epochs) it trains "
+            f"like +RE with {listed(found['trains'])}; still fails with "
+            f"{listed(found['fails'])}; beats +RE beyond the noise with {listed(found['beats'])}")
+    if not found["open"].empty:
+        text += "; open: " + "; ".join(measured(r) for _, r in found["open"].iterrows())
+    return text
 
 
 def conclusion(table: pd.DataFrame, diagnosed: pd.DataFrame, results_dir: str | Path

@@ -107,6 +107,12 @@ def test_a_reading_within_the_noise_at_the_full_schedule_asks_for_seeds(results)
     write_curve(results, reading, [100.0] * (last - 2) + [98.0, 98.0])
     open_ = study.conclusion(study.verdict(results), study.evaluation(results), results)[3]
     assert "no stop-gradient, with a bias (within the noise (more seeds))" in open_
+    write_run(results, reading, 95.5)  # run in full with its test set measured
+    line = study.headline(study.verdict(results))
+    assert "beats +RE beyond the noise with none; open: " in line
+    assert "b in ŷ too (not run)" in line  # no numbers for a run that has none
+    assert line.endswith("; no stop-gradient, with a bias (within the noise (more seeds), "
+                         "-2.00 vs +RE at epoch 40, test 95.50)")
 
 
 def test_curves_and_batch_ratio(results):

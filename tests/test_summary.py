@@ -45,7 +45,7 @@ def test_a_studied_cell_gives_its_studys_headline_instead_of_an_ablation(page):
     assert ("**not reproduced: +REAL** 100.00 (1 seed) vs 82.7 (Δ +17.30); over 4 readings of "
             "the paper (validation, matched epochs) it trains like +RE with α/35; still fails "
             "with ỹ from L frozen each epoch and no stop-gradient on ỹ; beats +RE beyond the "
-            "noise with none ([Does +REAL work?") in text
+            "noise with none; open: τ = 40 (open (run longer)) ([Does +REAL work?") in text
     assert "largest gain" not in text.split("+REAL**")[1].split("\n")[0]
 
 
