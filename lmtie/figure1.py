@@ -94,9 +94,9 @@ class Figure1Setup:
 class Convergence:
     """When a Sec. 6.2 run has reached its minimum training loss (the paper: "trained to
     achieve the minimum training loss possible"): the learning rate is halved whenever the
-    epoch's loss has not improved by a relative 10⁻³ for ``patience`` epochs
-    (``torch.optim.lr_scheduler.ReduceLROnPlateau``), counted from the loss's highest point,
-    and the run stops at the ``halvings``-th halving.
+    epoch's loss has not improved on the best so far by a relative 10⁻³ for ``patience`` + 1
+    epochs in a row (``torch.optim.lr_scheduler.ReduceLROnPlateau``), counted from the loss's
+    highest point, and the run stops at the ``halvings``-th halving.
 
     For β > 0 the loss first *rises* for several epochs (ỹ sharpens as L learns through the
     inputs) while the distance falls; a plateau counted from epoch 1 would halve the rate
