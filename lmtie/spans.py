@@ -171,8 +171,8 @@ def least_squares_w(h: Tensor | np.ndarray, u: Tensor | np.ndarray, lt: Tensor |
     """W's end point under J^aug for fixed hidden states and word vectors: the W that makes
     the logits W h_t closest to the target's Lᵀ u_t, up to the shift no softmax sees.
 
-    For large τ, τ²|V|·J^aug ≈ ½‖C (W h − Lᵀ u)‖² / |V| per token (eq. 4.3, C = I − 11ᵀ/V
-    centres the logits), so over the slice J^aug is least squares in W. Its minimiser is
+    For large τ, τ²|V|·J^aug ≈ ½‖C (W h − Lᵀ u)‖² per token (eq. 4.3, C = I − 11ᵀ/V centres
+    the logits), so over the slice J^aug is least squares in W. Its minimiser is
     ``C W* = C Lᵀ A`` with ``A = (Σ u hᵀ)(Σ h hᵀ)⁺`` (D × H), which fixes W* but for its
     constant direction 1 (mean row), which no softmax loss moves: W* keeps W's. So span(W*)
     lies in span(Lᵀ, 1), and its distance to span(Lᵀ) is W's constant direction alone
