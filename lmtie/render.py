@@ -283,7 +283,8 @@ def _figure1_reading(results_dir: str | Path) -> str:
     left = report.figure1_remaining(results_dir)
     if left is None:
         return text + (" The runs shown predate the measurement of what remains (`lmtie "
-                       "subspace` records it from schema version 3 on).")
+                       "subspace` records it from schema version 3 on; one point measured so "
+                       "far, β = 1, τ = 10: `docs/figure1.md`).")
     return text + (
         f"\n\n**What remains at β = 1, τ = 10** (n = {left['n']}, {left['epochs']:g} epochs, "
         f"{left['converged']} stopped by the convergence rule): the distance is "
