@@ -15,6 +15,7 @@ Paper: Sec. 3-4, 6.3 (our addition: issue 13, the evidence for why +REAL fails h
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,7 @@ REAL_BIAS = "ptb-small-real-seed1-bias"
 NOISE = 3.0
 BEATS = 1.0  # points below +RE that ask for a full-schedule run of the reading (issue 13)
 FULL_EPOCHS = make_config("ptb", "small", "real").epochs  # the schedule of every study run
-VERDICT_COLUMNS = ["hypothesis", "run_id", "epoch", "valid_ppl", "baseline_valid_ppl",
+VERDICT_COLUMNS = ["hypothesis", "run_id", "epoch", "seeds", "valid_ppl", "baseline_valid_ppl",
                    "reference_valid_ppl", "vs_reference", "outcome", "verdict", "test_ppl",
                    "baseline", "reference", "command"]
 
@@ -107,6 +108,29 @@ def _curve(results_dir: str | Path, run_id: str) -> pd.Series:
     return read_metrics(run_dir).set_index("epoch")["valid_ppl"]
 
 
+def _other_seeds(results_dir: Path, run_id: str, reference: str, epoch: int
+                 ) -> list[tuple[str, float, float]]:
+    """The same reading at the other seeds: (run_id, its validation perplexity, its +RE's)
+    at ``epoch`` for every seed s ≠ 1 whose run (``run_id`` at seed s) and +RE
+    (``reference`` at seed s) have both reached ``epoch``; a seed still short of it is left
+    out until it gets there. [] when ``run_id`` names no seed 1."""
+    parts = re.split(r"-seed1(?=-|$)", run_id, maxsplit=1)
+    if len(parts) == 1:
+        return []
+    pattern = re.compile(re.escape(parts[0]) + r"-seed(\d+)" + re.escape(parts[1]))
+    found = []
+    for path in sorted(ResultsDir(results_dir).runs.iterdir()):
+        match = pattern.fullmatch(path.name)
+        if not match or match.group(1) == "1":
+            continue
+        seed = match.group(1)
+        curve = _curve(results_dir, path.name)
+        other = _curve(results_dir, re.sub(r"-seed1(?=-|$)", f"-seed{seed}", reference, count=1))
+        if epoch in curve.index and epoch in other.index:
+            found.append((path.name, float(curve[epoch]), float(other[epoch])))
+    return found
+
+
 def _longest(results_dir: Path, run_ids: tuple[str, ...]) -> tuple[str, pd.Series]:
     """The run of ``run_ids`` with most completed epochs (the first listed on a tie) and its
     curve. Raises: ValueError (corrupt metrics file)."""
@@ -134,7 +158,7 @@ def test_perplexity(results_dir: str | Path, run_id: str) -> float:
 def _outcome(valid: float, baseline: float, reference: float) -> str:
     """What the run did, from three perplexities at one epoch (see :func:`verdict`)."""
     if valid < reference - NOISE:
-        return "beats +RE"
+        return "beats +RE"  # (beyond NOISE; with seeds, :func:`verdict` asks every seed)
     if valid < reference - BEATS:
         return "below +RE, within the noise"
     if valid <= reference + NOISE:
@@ -149,8 +173,8 @@ def _outcome(valid: float, baseline: float, reference: float) -> str:
 _VERDICTS = {  # (question, outcome) -> verdict on the hypothesis
     "trains": {"beats +RE": "supports", "below +RE, within the noise": "supports",
                "trains like +RE": "supports", "between +REAL and +RE": "partly"},
-    "beats": {"beats +RE": "supports", "below +RE, within the noise": "open (run longer)",
-              "trains like +RE": "no gain"},
+    "beats": {"beats +RE": "supports", "below +RE in every seed": "supports",
+              "below +RE, within the noise": "open (run longer)", "trains like +RE": "no gain"},
 }
 
 
@@ -159,15 +183,19 @@ def verdict(results_dir: str | Path) -> pd.DataFrame:
     and its reference all reached; for a "beats" question, the last epoch of the run and its
     reference (``baseline_valid_ppl`` NaN where the baseline stopped earlier).
 
-    ``vs_reference`` = run − reference (perplexity points). ``outcome``: "beats +RE" (more
-    than ``NOISE`` below), "below +RE, within the noise" (more than ``BEATS`` below),
-    "trains like +RE" (within ``NOISE`` above), "between +REAL and +RE"
+    ``seeds``: for a "beats" question, the reading's seeds paired with +RE's at that epoch
+    (:func:`_other_seeds`; 1 elsewhere); ``valid_ppl``, ``reference_valid_ppl`` and
+    ``test_ppl`` are then means over them, and the outcome is "below +RE in every seed" when
+    each seed is more than ``BEATS`` below its +RE (the seeds measure the noise, so
+    ``NOISE`` no longer applies). ``vs_reference`` = run − reference (perplexity points).
+    ``outcome``: "beats +RE" (more than ``NOISE`` below), "below +RE, within the noise"
+    (more than ``BEATS`` below), "trains like +RE" (within ``NOISE`` above), "between +REAL and +RE"
     (more than ``NOISE`` below the baseline), "fails like its baseline" (within ``NOISE``),
     "worse than its baseline", or "worse than +RE" (the baseline stopped earlier).
     ``verdict`` on the hypothesis' question: "trains" (does the failure hang on it?):
     supports (beats or trains like +RE) / partly (between) / refutes, or "too early" while
     the baseline is within 2 × ``NOISE`` of its reference (the failure not visible yet);
-    "beats" (does it make +REAL beat +RE?): supports (beyond the noise) /
+    "beats" (does it make +REAL beat +RE?): supports (beyond the noise, or in every seed) /
     open (run longer; below +RE by more than ``BEATS``, within the noise, before the full
     schedule) / within the noise (more seeds; the same at the full schedule, ``FULL_EPOCHS``,
     where only other seeds can tell) / no gain (like +RE) / refutes. "not run" (with the
@@ -195,12 +223,22 @@ def verdict(results_dir: str | Path) -> pd.DataFrame:
         valid, ref = float(curve[epoch]), float(reference_curve[epoch])
         baseline = float(baseline_curve.get(epoch, math.nan))
         outcome = _outcome(valid, baseline, ref)
+        seeds = [(run_id, valid, ref)]
+        if h.question == "beats":  # the reading at other seeds, paired with +RE's
+            seeds += _other_seeds(root, run_id, reference, epoch)
+        if len(seeds) > 1:
+            valid, ref = (sum(s[i] for s in seeds) / len(seeds) for i in (1, 2))
+            outcome = ("below +RE in every seed" if max(v - f for _, v, f in seeds) < -BEATS
+                       else _outcome(valid, baseline, ref))
+            tests = [t for t in (test_perplexity(root, s[0]) for s in seeds) if not math.isnan(t)]
+            row["test_ppl"] = sum(tests) / len(tests) if tests else math.nan
         judged = _VERDICTS[h.question].get(outcome, "refutes")
         if h.question == "trains" and baseline - ref < 2 * NOISE:
             judged = "too early"  # the baseline's failure is not visible yet at this epoch
         if judged == "open (run longer)" and epoch >= FULL_EPOCHS:
             judged = "within the noise (more seeds)"  # no longer run left to compare
-        rows.append({**row, "epoch": epoch, "valid_ppl": valid, "baseline_valid_ppl": baseline,
+        rows.append({**row, "epoch": epoch, "seeds": len(seeds), "valid_ppl": valid,
+                     "baseline_valid_ppl": baseline,
                      "reference_valid_ppl": ref, "vs_reference": valid - ref,
                      "outcome": outcome, "verdict": judged})
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
@@ -237,7 +275,8 @@ def headline(table: pd.DataFrame) -> str:
     def measured(row: pd.Series) -> str:
         parts = [row["verdict"]]
         if pd.notna(row.get("vs_reference")):
-            parts.append(f"{row['vs_reference']:+.2f} vs +RE at epoch {row['epoch']:.0f}")
+            seeds = f", mean of {row['seeds']:.0f} seeds" if row.get("seeds", 1) > 1 else ""
+            parts.append(f"{row['vs_reference']:+.2f} vs +RE at epoch {row['epoch']:.0f}{seeds}")
         if pd.notna(row.get("test_ppl")):
             parts.append(f"test {row['test_ppl']:.2f}")
         return f"{labels[row['hypothesis']]} ({', '.join(parts)})"
@@ -274,9 +313,11 @@ def conclusion(table: pd.DataFrame, diagnosed: pd.DataFrame, results_dir: str | 
         "- **Open:** " + ("; ".join(f"{labels[r.hypothesis]} ({r.verdict})"
                                     for r in found["open"].itertuples()) or "nothing") + "."]
     faithful, plain = test_perplexity(results_dir, FAITHFUL), test_perplexity(results_dir, RE)
-    lines += [f"- **{labels[r.hypothesis]}, run in full** (`{r.run_id}`, labelled as that "
-              f"reading, never in Table 1's place): test {r.test_ppl:.2f} against the faithful "
-              f"+REAL's {faithful:.2f} and +RE's {plain:.2f}."
+    lines += [f"- **{labels[r.hypothesis]}, run in full** (`{r.run_id}`"
+              + (f" and {r.seeds - 1:.0f} more seeds" if r.seeds > 1 else "")
+              + f", labelled as that reading, never in Table 1's place): test {r.test_ppl:.2f}"
+              + (" (mean)" if r.seeds > 1 else "")
+              + f" against the faithful +REAL's {faithful:.2f} and +RE's {plain:.2f}."
               for r in table[table["test_ppl"].notna()].itertuples()]
     ratios = {r: _valid_over_test(results_dir, r) for r in (FAITHFUL, *SEEDS, RE)}
     ratios = {r: v for r, v in ratios.items() if not math.isnan(v)}

@@ -115,6 +115,41 @@ def test_a_reading_within_the_noise_at_the_full_schedule_asks_for_seeds(results)
                          "-2.00 vs +RE at epoch 40, test 95.50)")
 
 
+def test_a_reading_at_more_seeds_is_paired_with_plus_re_at_the_same_seeds(results):
+    """Seed 2 of the reading and of +RE with a bias: means over the seeds paired at the
+    matched epoch; "below +RE in every seed" (each more than BEATS below) supports it, where
+    one seed alone was within the 3-point noise; a seed short of the epoch waits."""
+    last = study.FULL_EPOCHS
+    reading, reference = "ptb-small-real-seed1-nodetach-bias", study.RE_BIAS[1]
+    write_curve(results, study.REAL_BIAS, [100.0] * 31)
+    write_curve(results, reading, [100.0] * (last - 1) + [98.0])  # seed 1: −2 at epoch 40
+    write_curve(results, reference, [100.0] * last)
+    write_run(results, reading, 95.0)
+    seed2, reference2 = "ptb-small-real-seed2-nodetach-bias", "ptb-small-re-seed2-bias"
+    write_curve(results, seed2, [99.0] * (last - 1))  # epoch 39 of 40: not counted yet
+    write_curve(results, reference2, [101.0] * last)
+    row = study.verdict(results).set_index("run_id").loc[reading]
+    assert (row["seeds"], row["valid_ppl"], row["verdict"]) == (
+        1, 98.0, "within the noise (more seeds)")
+    write_curve(results, seed2, [99.0] * last)  # seed 2: 99 vs 101, −2
+    write_run(results, seed2, 97.0)
+    write_curve(results, "ptb-small-real-seed1-e10-nodetach-bias", [100.0] * 10)  # not a seed
+    row = study.verdict(results).set_index("run_id").loc[reading]
+    assert (row["seeds"], row["valid_ppl"], row["reference_valid_ppl"]) == (2, 98.5, 100.5)
+    assert (row["outcome"], row["verdict"]) == ("below +RE in every seed", "supports")
+    assert row["test_ppl"] == 96.0  # the mean of the seeds' test perplexities
+    assert "beats +RE beyond the noise with no stop-gradient, with a bias" in study.headline(
+        study.verdict(results))
+    found = study.conclusion(study.verdict(results), study.evaluation(results), results)
+    assert "`ptb-small-real-seed1-nodetach-bias` and 1 more seeds" in found[4]
+    assert "test 96.00 (mean)" in found[4]
+    write_curve(results, seed2, [100.8] * last)  # seed 2: only 0.2 below its +RE
+    row = study.verdict(results).set_index("run_id").loc[reading]
+    assert row["vs_reference"] == pytest.approx(-1.1)  # mean of −2 and −0.2
+    assert row["outcome"] == "below +RE, within the noise"  # not every seed by > 1
+    assert row["verdict"] != "supports"
+
+
 def test_curves_and_batch_ratio(results):
     frame = study.curves(results)
     assert set(frame["family"]) == {"no bias", "free bias"}
