@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -249,6 +250,9 @@ def preset_configs(preset: str, seeds: tuple[int, ...] = (1,)) -> list[Config]:
     return [config.replace(seed=seed) for seed in seeds for config in cells]
 
 
+_SEED = re.compile(r"-seed(\d+)(?=-|$)")  # the seed field of Config.run_id
+
+
 def preset_run(preset: str, run_id: str) -> Config | None:
     """The config of ``preset``'s run ``run_id`` at whatever seed it names (e.g.
     ``ptb-small-vd-seed3`` for ``cpu``), or None when ``run_id`` is not one of the preset's
@@ -257,12 +261,26 @@ def preset_run(preset: str, run_id: str) -> Config | None:
     Raises:
         ValueError: unknown preset.
     """
-    for config in preset_configs(preset):
-        head = f"{config.corpus}-{config.size}-{config.variant}-seed"
-        tail = f"-{config.suffix}" if config.suffix else ""
-        seed = run_id[len(head):len(run_id) - len(tail)]
-        if run_id.startswith(head) and run_id.endswith(tail) and seed.isdigit() and int(seed):
-            candidate = config.replace(seed=int(seed))
-            if candidate.run_id == run_id:
-                return candidate
-    return None
+    configs = preset_configs(preset)
+    seed = seed_of(run_id) if _SEED.search(run_id) else 0
+    candidates = (config.replace(seed=seed) for config in configs if seed)
+    return next((config for config in candidates if config.run_id == run_id), None)
+
+
+def seed_of(run_id: str) -> int:
+    """The seed a run_id names (``ptb-small-vd-seed3-e5`` → 3; :attr:`Config.run_id`).
+
+    Raises: ValueError: no ``-seed<N>`` field in ``run_id``."""
+    found = _SEED.search(run_id)
+    if not found:
+        raise ValueError(f"{run_id}: no -seed<N> in the run_id")
+    return int(found.group(1))
+
+
+def at_seed(run_id: str, seed: int) -> str:
+    """``run_id`` with its seed replaced (``ptb-small-re-seed1-bias``, 2 →
+    ``ptb-small-re-seed2-bias``): the same run at another seed.
+
+    Raises: ValueError: no ``-seed<N>`` field in ``run_id``."""
+    seed_of(run_id)
+    return _SEED.sub(f"-seed{seed}", run_id, count=1)

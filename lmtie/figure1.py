@@ -82,13 +82,17 @@ class Figure1Setup:
         bad = [n for n in sizes if getattr(self, n) <= 0]
         if bad or min(self.lr, self.clip_norm, self.init_range) <= 0:
             raise ValueError(f"{bad or 'lr, clip_norm, init_range'} must be positive")
-        if min(self.halvings, self.patience) < 0:
-            raise ValueError(f"halvings and patience must be >= 0, got {self.halvings}, "
-                             f"{self.patience}")
+        _check_rule(self.halvings, self.patience)
 
     def to_dict(self) -> dict:
         """Every field (a row's ``setup``; a resumed sweep compares it)."""
         return dataclasses.asdict(self)
+
+
+def _check_rule(halvings: int, patience: int) -> None:
+    """Raises ValueError unless both numbers of the convergence rule are >= 0."""
+    if min(halvings, patience) < 0:
+        raise ValueError(f"halvings and patience must be >= 0, got {halvings}, {patience}")
 
 
 class Convergence:
@@ -108,8 +112,7 @@ class Convergence:
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, halvings: int, patience: int) -> None:
-        if min(halvings, patience) < 0:
-            raise ValueError(f"halvings and patience must be >= 0, got {halvings}, {patience}")
+        _check_rule(halvings, patience)
         self.halvings, self.halved = halvings, 0
         self._optimizer = optimizer
         self._scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(

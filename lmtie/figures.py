@@ -17,7 +17,6 @@ import functools
 import html
 import io
 import math
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image as PILImage
 
 from lmtie import reference
-from lmtie.config import VARIANT_LABELS
+from lmtie.config import VARIANT_LABELS, seed_of
 
 PAGE_WIDTH_IN = 12.0  # the widest figure: 1152 CSS px, inside the page at a 1280 px window
 MIN_FONT_PT = 9.0
@@ -55,15 +54,6 @@ def styled(plot: Callable) -> Callable:
         with matplotlib.rc_context(_RC):
             return plot(*args, **kwargs)
     return wrapper
-
-
-def seed_of(run_id: str) -> int:
-    """The seed a run_id names (``ptb-small-vd-seed3-e5`` → 3). Raises: ValueError without
-    one."""
-    found = re.search(r"-seed(\d+)", run_id)
-    if not found:
-        raise ValueError(f"{run_id}: no -seed<N> in the run_id")
-    return int(found.group(1))
 
 
 def integer_epochs(ax) -> None:

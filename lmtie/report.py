@@ -14,6 +14,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
+from statistics import fmean, stdev
 from typing import Any
 
 import numpy as np
@@ -202,10 +203,14 @@ def read_table(results_dir: str | Path, name: str) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=False, na_values=[""])
 
 
+def _mean(values: list[float]) -> float:
+    """Mean of a list; NaN for an empty one."""
+    return fmean(values) if values else math.nan
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample std (ddof 1; 0 for one value) of a non-empty list."""
-    mean = sum(values) / len(values)
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1))
+    return fmean(values), stdev(values) if len(values) > 1 else 0.0
 
 
 def figure1_summary(rows: list[schema.Figure1Row], sweep: str) -> list[dict[str, Any]]:
@@ -228,9 +233,9 @@ def figure1_summary(rows: list[schema.Figure1Row], sweep: str) -> list[dict[str,
         out.append({"x": beta if sweep == "a" else tau, "beta": beta, "tau": tau,
                     "n": len(mine), "mean": mean, "std": std,
                     "residual_mean": residual_mean, "residual_std": residual_std,
-                    "least_squares": _mean_std(ends)[0] if ends else None,
+                    "least_squares": _mean(ends) if ends else None,
                     "converged": sum(ruled) if ruled else None,
-                    "mean_epochs": sum(r.epochs for r in mine) / len(mine)})
+                    "mean_epochs": _mean([r.epochs for r in mine])})
     return out
 
 
@@ -277,18 +282,15 @@ def figure1_remaining(results_dir: str | Path) -> dict[str, Any] | None:
     if not rows:
         return None
 
-    def mean(values: list[float]) -> float:
-        return sum(values) / len(values) if values else math.nan
-
-    rank = mean([r.hidden_effective_rank for r in rows])
+    rank = _mean([r.hidden_effective_rank for r in rows])
     cut = round(rank)
-    return {"n": len(rows), "epochs": mean([r.epochs for r in rows]),
+    return {"n": len(rows), "epochs": _mean([r.epochs for r in rows]),
             "converged": sum(bool(r.converged) for r in rows),
-            "distance": mean([r.final_distance for r in rows]),
-            "least_squares": mean([r.least_squares_distance for r in rows]),
+            "distance": _mean([r.final_distance for r in rows]),
+            "least_squares": _mean([r.least_squares_distance for r in rows]),
             "d": rows[0].setup["hidden_size"], "effective_rank": rank,
-            "sine_within": mean([mean(r.sine_by_hidden_direction[:cut]) for r in rows]),
-            "sine_beyond": mean([mean(r.sine_by_hidden_direction[cut:]) for r in rows])}
+            "sine_within": _mean([_mean(r.sine_by_hidden_direction[:cut]) for r in rows]),
+            "sine_beyond": _mean([_mean(r.sine_by_hidden_direction[cut:]) for r in rows])}
 
 
 def figure1_points(results_dir: str | Path) -> list[dict[str, Any]]:

@@ -15,14 +15,13 @@ Paper: Sec. 3-4, 6.3 (our addition: issue 13, the evidence for why +REAL fails h
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from lmtie import atomic, schema
-from lmtie.config import Config, make_config
+from lmtie.config import Config, at_seed, make_config, seed_of
 from lmtie.layout import ResultsDir
 from lmtie.report import read_metrics
 
@@ -114,18 +113,18 @@ def _other_seeds(results_dir: Path, run_id: str, reference: str, epoch: int
     at ``epoch`` for every seed s ≠ 1 whose run (``run_id`` at seed s) and +RE
     (``reference`` at seed s) have both reached ``epoch``; a seed still short of it is left
     out until it gets there. [] when ``run_id`` names no seed 1."""
-    parts = re.split(r"-seed1(?=-|$)", run_id, maxsplit=1)
-    if len(parts) == 1:
+    if seed_of(run_id) != 1:
         return []
-    pattern = re.compile(re.escape(parts[0]) + r"-seed(\d+)" + re.escape(parts[1]))
     found = []
     for path in sorted(ResultsDir(results_dir).runs.iterdir()):
-        match = pattern.fullmatch(path.name)
-        if not match or match.group(1) == "1":
+        try:
+            seed = seed_of(path.name)
+        except ValueError:  # no seed in the folder's name: not a run of this reading
             continue
-        seed = match.group(1)
+        if seed == 1 or at_seed(path.name, 1) != run_id:
+            continue
         curve = _curve(results_dir, path.name)
-        other = _curve(results_dir, re.sub(r"-seed1(?=-|$)", f"-seed{seed}", reference, count=1))
+        other = _curve(results_dir, at_seed(reference, seed))
         if epoch in curve.index and epoch in other.index:
             found.append((path.name, float(curve[epoch]), float(other[epoch])))
     return found

@@ -3,7 +3,7 @@ the errors of impossible settings."""
 
 import pytest
 
-from lmtie.config import Config, make_config, preset_configs, preset_run
+from lmtie.config import Config, at_seed, make_config, preset_configs, preset_run, seed_of
 
 
 @pytest.mark.parametrize(("size", "units", "drop", "start", "decay", "clip", "epochs", "init"), [
@@ -86,3 +86,16 @@ def test_preset_configs_per_seed_and_the_runs_of_a_preset():
         assert preset_run("cpu", ablation) is None
     with pytest.raises(ValueError, match="seeds"):
         preset_configs("cpu", (0,))
+
+
+def test_the_seed_field_of_a_run_id_is_read_and_replaced_as_config_writes_it():
+    bias = make_config("ptb", "small", "re", seed=1, output_bias=True, suffix="bias")
+    assert seed_of(bias.run_id) == 1 and seed_of("ptb-small-vd-seed12-e5-bf16") == 12
+    assert at_seed(bias.run_id, 2) == bias.replace(seed=2).run_id == "ptb-small-re-seed2-bias"
+    assert at_seed("ptb-small-real-seed1", 3) == "ptb-small-real-seed3"
+    assert seed_of("ptb-small-vd-seed3-seed1") == 3  # the first field is the seed
+    for bad in ("ptb-small-vd", "ptb-small-vd-seedx", "ptb-small-vd-seed2x"):
+        with pytest.raises(ValueError, match="no -seed<N>"):
+            seed_of(bad)
+        with pytest.raises(ValueError, match="no -seed<N>"):
+            at_seed(bad, 2)

@@ -50,6 +50,8 @@ def test_convergence_halves_on_plateaus_counted_from_the_highest_loss():
     assert rule.halved == 2 and optimizer.param_groups[0]["lr"] == 0.25
     fixed = figure1.Convergence(optimizer, halvings=0, patience=0)
     assert not any(fixed.step(loss) for loss in (3.0, 2.0, 2.0, 2.0, 2.0))
+    with pytest.raises(ValueError, match="halvings and patience"):
+        figure1.Convergence(optimizer, halvings=-1, patience=2)
 
 
 def test_random_slice_is_contiguous_and_seeded():
