@@ -82,3 +82,17 @@ def test_figure1_line_gives_trend_level_and_where_j_aug_takes_w(page):
                 if x.startswith("- **Figure 1:**"))
     assert ("after 25 epochs; W's end point under J^aug on the same hidden states is at 0.058 "
             "(1/√d = 0.058, W's constant direction) ([") in line
+
+
+def test_the_code_line_names_the_newest_runs_commit_and_counts_the_others():
+    runs = pd.DataFrame({"git_sha": ["1" * 40 + "-dirty", "2" * 40, "1" * 40 + "-dirty", None],
+                         "start_time": ["2026-12-01T00:00:00Z", "2026-12-03T00:00:00Z",
+                                        "2026-12-02T00:00:00Z", "2026-12-04T00:00:00Z"]})
+    assert summary._code(runs) == ("code at `2222222222` and 1 earlier commit "
+                                   "(1 with uncommitted changes)")
+    later = pd.concat([runs, pd.DataFrame({"git_sha": ["3" * 40],
+                                           "start_time": ["2026-12-05T00:00:00Z"]})])
+    assert summary._code(later) == ("code at `3333333333` and 2 earlier commits "
+                                    "(1 with uncommitted changes)")
+    assert summary._code(runs.iloc[[1]]) == "code at `2222222222`"
+    assert summary._code(runs.iloc[[3]]) == "code at an unrecorded commit"
