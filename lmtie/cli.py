@@ -159,6 +159,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="torch threads per job, also used by scipy's distance (default 1)")
     sp.add_argument("--jobs", type=int, default=1,
                     help="runs trained in parallel, one process each (default 1)")
+    sp.add_argument("--checkpoint-root", default=None,
+                    help="each run in progress keeps its last epoch under <root>/figure1-<key>/ "
+                         "and a new start continues it (default: ~/.cache/lmtie/checkpoints)")
     sp.add_argument("--plot-only", action="store_true",
                     help="train nothing; draw the figures from subspace/runs.jsonl as it is")
     sp.add_argument("--data-dir", default=None,
@@ -245,16 +248,17 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "data":
         _data(args)
     elif args.command == "subspace":
-        from lmtie import figure1, figures_spans, report, schema
+        from lmtie import figure1, figure1_sweep, figures_spans, report, schema
 
         epochs = figure1.default_epochs(args.sweep) if args.epochs is None else args.epochs
         setup = figure1.Figure1Setup(epochs=epochs)
         if args.plot_only:
             rows = schema.read_figure1_rows(schema.figure1_path(args.results_dir, args.sweep))
         else:
-            rows = figure1.run_experiment(args.sweep, args.seeds, args.results_dir, setup,
-                                          args.device, args.data_dir, progress=not args.quiet,
-                                          jobs=args.jobs)
+            rows = figure1_sweep.run_experiment(args.sweep, args.seeds, args.results_dir, setup,
+                                                args.device, args.data_dir,
+                                                progress=not args.quiet, jobs=args.jobs,
+                                                checkpoint_root=args.checkpoint_root)
         figures_spans.draw_figure1(rows, args.results_dir, args.sweep)
         for name in ("a", "b") if args.sweep == "both" else (args.sweep,):
             for point in report.figure1_summary(rows, name):

@@ -8,35 +8,34 @@ readings of the distance between span Lᵀ and span W (Decision S1 and the proje
 residual) after every epoch, and at the end the hidden states' span and W's end point under
 J^aug (:mod:`lmtie.spans`), which explain the distance that remains. Figure 1a sweeps β at
 τ = 10, 1b τ at β = 1 (:data:`lmtie.config.SWEEPS`). Each run trains through Table 1's
-epoch loop (:func:`lmtie.train.train_epoch`) with its own step; its row
-(:class:`lmtie.schema.Figure1Row`) is appended to the sweep's table as it finishes, so a
-sweep resumes. The choices where the paper is silent (optimiser, batch, epoch budget,
-precision) and why: ``docs/figure1.md``. The summaries and figures are on the report side
-(:mod:`lmtie.report`, :mod:`lmtie.figures_spans`).
+epoch loop (:func:`lmtie.train.train_epoch`) with its own step, can checkpoint every epoch
+and go on from there, and returns its row (:class:`lmtie.schema.Figure1Row`); the sweeps
+are :mod:`lmtie.figure1_sweep`'s. The choices where the paper is silent (optimiser, batch,
+epoch budget, precision) and why: ``docs/figure1.md``. The summaries and figures are on the
+report side (:mod:`lmtie.report`, :mod:`lmtie.figures_spans`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
-import multiprocessing
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lmtie import schema
-from lmtie.config import CONVERGENCE_EPOCHS, SWEEPS, make_config
-from lmtie.data import Corpus, batchify, bptt_batches
-from lmtie.device import resolve_device
+from lmtie.config import CONVERGENCE_EPOCHS, make_config
+from lmtie.data import batchify, bptt_batches
 from lmtie.loss import augmented_kl
 from lmtie.model import RNNLM, State
-from lmtie.schema import Figure1Row, figure1_path, point_of
+from lmtie.runs import load_checkpoint, save_checkpoint
+from lmtie.schema import Figure1Row
 from lmtie.spans import (
     centred_subspace_distance,
     hidden_span,
@@ -46,6 +45,8 @@ from lmtie.spans import (
 )
 from lmtie.train import train_epoch
 
+MATH_VERSION = 1  # bump with every change that changes a run's numbers: no checkpoint resumes
+PROGRESS_EVERY = 25  # epochs between a run's progress lines
 SMOKE = {"slice_tokens": 2_000, "hidden_size": 16, "epochs": 2}
 
 
@@ -132,6 +133,17 @@ class Convergence:
         self.halved += self._optimizer.param_groups[0]["lr"] < lr
         return self.halved >= self.halvings
 
+    def state_dict(self) -> dict[str, Any]:
+        """What :meth:`load_state_dict` needs to go on where this rule stands (plain data;
+        the learning rate itself is the optimiser's)."""
+        return {"scheduler": self._scheduler.state_dict(), "halved": self.halved,
+                "previous": self._previous, "falling": self._falling}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._scheduler.load_state_dict(state["scheduler"])
+        self.halved, self._previous = state["halved"], state["previous"]
+        self._falling = state["falling"]
+
 
 def default_epochs(sweep: str) -> int:
     """The epoch budget of a sweep's runs: ``CONVERGENCE_EPOCHS`` for ``"convergence"``, else
@@ -189,9 +201,52 @@ def _eq61_step(model: RNNLM, optimizer: torch.optim.Optimizer, beta: float, tau:
     return step
 
 
+@dataclass
+class _History:
+    """A run's record so far (what its checkpoint carries besides the weights): distance
+    before training; per epoch J^tot, the distance, the centred distance and the projection
+    residual; the last epoch's (J^tot, J, J^aug) per token; stopped by the rule; seconds."""
+
+    initial: float
+    losses: list[float] = dataclasses.field(default_factory=list)
+    distances: list[float] = dataclasses.field(default_factory=list)
+    centred: list[float] = dataclasses.field(default_factory=list)
+    residuals: list[float] = dataclasses.field(default_factory=list)
+    last: tuple[float, float, float] = (math.nan, math.nan, math.nan)
+    converged: bool = False
+    wall_s: float = 0.0
+
+
+def _identity(beta: float, tau: float, seed: int, setup: Figure1Setup, tokens: Tensor
+              ) -> dict[str, Any]:
+    """What makes a run's numbers (its checkpoint continues only a run of the same): the
+    point, the setup, the slice's sha256 and :data:`MATH_VERSION`."""
+    digest = hashlib.sha256(tokens.cpu().numpy().tobytes()).hexdigest()
+    return {"beta": float(beta), "tau": float(tau), "seed": seed, "setup": setup.to_dict(),
+            "slice_sha256": digest, "math_version": MATH_VERSION}
+
+
+def _resume(path: Path, identity: dict[str, Any], model: RNNLM,
+            optimizer: torch.optim.Optimizer, convergence: Convergence) -> _History:
+    """Load the run's state from its checkpoint at ``path`` into the three objects.
+    Raises: ValueError (corrupt, or of another run: says what to do; nothing changed)."""
+    fix = (f"Delete {path} to train beta={identity['beta']:g} tau={identity['tau']:g} "
+           f"seed={identity['seed']} from its start")
+    payload = load_checkpoint(path, ("identity", "model", "optimizer", "convergence",
+                                     "history"), fix)
+    if payload["identity"] != identity:
+        raise ValueError(f"{path} holds another run (another point, setup, slice or math "
+                         f"version); nothing was changed. {fix}")
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    convergence.load_state_dict(payload["convergence"])
+    history = payload["history"]
+    return _History(**{**history, "last": tuple(history["last"])})
+
+
 def train_point(ids: Tensor, vocab_size: int, beta: float, tau: float, seed: int,
-                setup: Figure1Setup = Figure1Setup(), device: str | torch.device = "cpu"
-                ) -> Figure1Row:
+                setup: Figure1Setup = Figure1Setup(), device: str | torch.device = "cpu",
+                checkpoint: str | Path | None = None, progress: bool = False) -> Figure1Row:
     """Train one Sec. 6.2 model on a random slice of ``ids`` and return its row.
 
     Args:
@@ -199,12 +254,17 @@ def train_point(ids: Tensor, vocab_size: int, beta: float, tau: float, seed: int
         vocab_size: V (the model's vocabulary; every id < V).
         beta: weight in [0, 1] of the augmented term (eq. 6.1). tau: temperature > 0.
         seed: slice start and initialisation (there is no dropout).
+        checkpoint: a file written (atomically) after every epoch and, when it exists,
+            continued from: the run then computes what it would have computed unbroken.
+            None: no checkpoint.
+        progress: print a line every ``PROGRESS_EVERY`` epochs and where it resumes.
 
     Returns:
-        The run's :class:`lmtie.schema.Figure1Row`.
+        The run's :class:`lmtie.schema.Figure1Row` (``wall_s`` summed over its sessions).
 
     Raises:
-        ValueError: β outside [0, 1], τ ≤ 0, or a slice longer than ``ids``.
+        ValueError: β outside [0, 1], τ ≤ 0, a slice longer than ``ids``, or a checkpoint
+            that is corrupt or of another run.
         FloatingPointError: the training loss became NaN/inf.
 
     Paper: Sec. 6.2, eq. 6.1, Figure 1.
@@ -228,41 +288,55 @@ def train_point(ids: Tensor, vocab_size: int, beta: float, tau: float, seed: int
                  if setup.optimizer == "adam" else torch.optim.SGD(params, lr=setup.lr))
     step = _eq61_step(model, optimizer, beta, tau, setup.clip_norm)
     convergence = Convergence(optimizer, setup.halvings, setup.patience)
-    initial = subspace_distance(lt, w)
-    distances: list[float] = []
-    centred: list[float] = []
-    residuals: list[float] = []
-    losses: list[float] = []
-    converged = False
-    for epoch in range(1, setup.epochs + 1):
+    identity = _identity(beta, tau, seed, setup, tokens)
+    if checkpoint is not None and Path(checkpoint).is_file():
+        history = _resume(Path(checkpoint), identity, model, optimizer, convergence)
+        if progress:
+            print(f"beta={beta:g} tau={tau:g} seed={seed}: continuing after epoch "
+                  f"{len(history.losses)} ({checkpoint})", flush=True)
+    else:
+        history = _History(initial=subspace_distance(lt, w))
+    while not history.converged and len(history.losses) < setup.epochs:
+        epoch = len(history.losses) + 1
         try:
-            (loss, ce_mean, aug_mean), _ = train_epoch(model, data, setup.bptt, step)
+            sums, _ = train_epoch(model, data, setup.bptt, step)
         except FloatingPointError as err:
             raise FloatingPointError(f"{err} in epoch {epoch} (beta={beta}, tau={tau}, "
                                      f"seed={seed}); lower the lr") from err
-        losses.append(loss)
-        distances.append(subspace_distance(lt, w))
-        centred.append(centred_subspace_distance(lt, w))
-        residuals.append(projection_residual(lt, w))
-        converged = convergence.step(loss)
-        if converged:
-            break
+        history.last = (sums[0], sums[1], sums[2])
+        history.losses.append(sums[0])
+        history.distances.append(subspace_distance(lt, w))
+        history.centred.append(centred_subspace_distance(lt, w))
+        history.residuals.append(projection_residual(lt, w))
+        history.converged = convergence.step(history.last[0])
+        if progress and epoch % PROGRESS_EVERY == 0:
+            print(f"beta={beta:g} tau={tau:g} seed={seed}: epoch {epoch}, loss "
+                  f"{history.last[0]:.4f}, distance {history.distances[-1]:.3f}, "
+                  f"{convergence.halved} lr halving(s)", flush=True)
+        if checkpoint is not None:
+            wall_s = history.wall_s + time.perf_counter() - start_time
+            save_checkpoint(Path(checkpoint), {
+                "identity": identity, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "convergence": convergence.state_dict(),
+                "history": dataclasses.asdict(dataclasses.replace(history, wall_s=wall_s))})
     h, targets = hidden_states(model, data, setup.bptt)
     span = hidden_span(h, lt, w)
     end = None if beta == 0 else subspace_distance(
         lt, least_squares_w(h, lt.detach()[targets], lt, w))
+    loss, ce_mean, aug_mean = history.last
     return Figure1Row(
-        beta=beta, tau=tau, seed=seed, slice_start=slice_start, epochs=len(losses),
+        beta=beta, tau=tau, seed=seed, slice_start=slice_start, epochs=len(history.losses),
         final_loss=loss, final_ce=ce_mean,
         final_aug_kl=None if math.isnan(aug_mean) else aug_mean,
-        initial_distance=initial, final_distance=distances[-1],
-        final_residual=residuals[-1], wall_s=time.perf_counter() - start_time,
-        distance_per_epoch=distances, centred_distance_per_epoch=centred,
-        loss_per_epoch=losses, setup=setup.to_dict(), residual_per_epoch=residuals,
-        converged=converged, lr_halvings=convergence.halved,
-        hidden_singular_values=span.singular_values,
-        hidden_effective_rank=span.effective_rank,
-        sine_by_hidden_direction=span.sines, least_squares_distance=end)
+        initial_distance=history.initial, final_distance=history.distances[-1],
+        final_residual=history.residuals[-1],
+        wall_s=history.wall_s + time.perf_counter() - start_time,
+        distance_per_epoch=history.distances, centred_distance_per_epoch=history.centred,
+        loss_per_epoch=history.losses, setup=setup.to_dict(),
+        residual_per_epoch=history.residuals, converged=history.converged,
+        lr_halvings=convergence.halved, hidden_singular_values=span.singular_values,
+        hidden_effective_rank=span.effective_rank, sine_by_hidden_direction=span.sines,
+        least_squares_distance=end)
 
 
 def hidden_states(model: RNNLM, data: Tensor, bptt: int) -> tuple[Tensor, Tensor]:
@@ -278,92 +352,3 @@ def hidden_states(model: RNNLM, data: Tensor, bptt: int) -> tuple[Tensor, Tensor
             outputs.append(out.reshape(-1, out.shape[-1]))
             targets.append(target.reshape(-1))
     return torch.cat(outputs).cpu(), torch.cat(targets).cpu()
-
-
-def sweep_points(sweep: str = "both", seeds: int = 3) -> list[tuple[float, float, int]]:
-    """(β, τ, seed) of Figure 1a (``"a"``), 1b (``"b"``), both (the shared point β = 1,
-    τ = 10 once) or ``"convergence"``, seeds 1..``seeds``, seed-major (a cut-short sweep has
-    whole curves).
-
-    Raises: ValueError for an unknown sweep or ``seeds < 1``. Paper: Sec. 6.2, Figure 1a/b.
-    """
-    if sweep not in (*SWEEPS, "both") or seeds < 1:
-        raise ValueError(f"sweep must be one of {(*SWEEPS, 'both')} and seeds >= 1, got "
-                         f"{sweep!r}, {seeds}")
-    pairs = list(dict.fromkeys(SWEEPS["a"] + SWEEPS["b"] if sweep == "both" else SWEEPS[sweep]))
-    return [(beta, tau, seed) for seed in range(1, seeds + 1) for beta, tau in pairs]
-
-
-def _unordered(function: Callable[..., Figure1Row], calls: list[tuple], jobs: int
-               ) -> Iterator[Figure1Row]:
-    """``function(*args)`` for each ``args`` of ``calls``, yielded as each finishes: here when
-    ``jobs`` is 1, else in ``jobs`` spawned processes with this process's torch thread count
-    (spawn, not fork: a forked OpenMP runtime can hang)."""
-    if jobs == 1:
-        yield from (function(*args) for args in calls)
-        return
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=torch.set_num_threads,
-                               initargs=(torch.get_num_threads(),))
-    try:
-        for future in as_completed([pool.submit(function, *args) for args in calls]):
-            yield future.result()
-    finally:
-        pool.shutdown(cancel_futures=True)
-
-
-def run_sweep(ids: Tensor, vocab_size: int, points: list[tuple[float, float, int]],
-              path: str | Path, setup: Figure1Setup = Figure1Setup(),
-              device: str | torch.device = "cpu", progress: bool = False, jobs: int = 1
-              ) -> list[Figure1Row]:
-    """Train every (β, τ, seed) of ``points`` not yet in the table at ``path``
-    (:func:`lmtie.schema.read_figure1_rows`), ``jobs`` at a time (separate processes); the
-    table is rewritten as each run finishes (atomically, by this process only), so an
-    interrupted sweep resumes. Returns all rows of the table.
-
-    Raises:
-        ValueError: ``jobs < 1``; the table holds runs of another ``setup`` (use another
-            results dir), or as ``train_point``.
-
-    Paper: Sec. 6.2 ("each point averaged over 10 runs"; we use fewer, see the CLI).
-    """
-    if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
-    rows = schema.read_figure1_rows(path)
-    other = [r.setup for r in rows if r.setup != setup.to_dict()]
-    if other:
-        raise ValueError(f"{path} holds runs of another setup ({other[0]}); pass "
-                         "another --results-dir, or delete the table to start again")
-    done = {(*point_of(r), r.seed) for r in rows}
-    todo = [p for p in points if (round(p[0], 6), round(p[1], 6), p[2]) not in done]
-    calls = [(ids, vocab_size, beta, tau, seed, setup, device) for beta, tau, seed in todo]
-    for i, row in enumerate(_unordered(train_point, calls, jobs), 1):
-        rows.append(row)
-        schema.write_figure1_rows(path, rows)
-        if progress:
-            print(f"[{i}/{len(todo)}] beta={row.beta:g} tau={row.tau:g} seed={row.seed}: "
-                  f"distance {row.initial_distance:.3f} -> {row.final_distance:.3f} in "
-                  f"{row.epochs} epochs, {row.wall_s:.0f} s", flush=True)
-    return rows
-
-
-def run_experiment(sweep: str = "both", seeds: int = 3, results_dir: str | Path = "results",
-                   setup: Figure1Setup = Figure1Setup(), device: str = "auto",
-                   data_dir: str | Path | None = None, progress: bool = True, jobs: int = 1
-                   ) -> list[Figure1Row]:
-    """Run (resuming) the Figure 1 sweep on PTB train into its table under ``results_dir``
-    (:func:`lmtie.schema.figure1_path`). Returns all rows of that table; the figures are
-    :func:`lmtie.figures_spans.draw_figure1`'s.
-
-    Raises:
-        ValueError: bad sweep/seeds/device/setup; FileNotFoundError: PTB is missing (the
-            message says how to get it).
-
-    Paper: Sec. 6.2, Figure 1. Time: (number of points × seeds) × the time of one run /
-    ``jobs`` (one process per job; with one torch thread each on a 2-core CPU, ``jobs=2``).
-    """
-    points = sweep_points(sweep, seeds)
-    dev = resolve_device(device)
-    corpus = Corpus("ptb", data_dir)
-    return run_sweep(corpus.train, len(corpus.vocab), points,
-                     figure1_path(results_dir, sweep), setup, dev, progress, jobs)

@@ -169,16 +169,17 @@ def adopt_unkeyed(ckpt_dir: Path, config: Config, fp: str,
 
 
 @contextlib.contextmanager
-def owned(run_dir: Path, ckpt_dir: Path) -> Iterator[None]:
+def owned(run_dir: Path, ckpt_dir: Path,
+          labels: tuple[str, str] = ("run dir", "checkpoint folder")) -> Iterator[None]:
     """Hold the locks of ``run_dir`` and ``ckpt_dir`` (:func:`lmtie.lock.hold`: one writer
     per run; both created if missing, so both are proven writable), after removing the
-    temporary files that killed writes left in them.
+    temporary files that killed writes left in them. ``labels``: how messages name the two.
 
     Raises:
         lmtie.lock.RunLockedError: another process holds either (names it).
         ValueError: either cannot be created or written.
     """
-    folders = {"run dir": Path(run_dir), "checkpoint folder": Path(ckpt_dir)}
+    folders = dict(zip(labels, (Path(run_dir), Path(ckpt_dir)), strict=True))
     with contextlib.ExitStack() as stack:
         held: set[Path] = set()
         for label, folder in folders.items():

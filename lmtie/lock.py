@@ -64,8 +64,8 @@ def hold(folder: str | Path, label: str) -> Iterator[None]:
     except filelock.Timeout:
         raise RunLockedError(
             f"the {label} {folder} is in use by {holder(folder)}; nothing was changed. Wait "
-            "for that command to end, or stop it (kill the pid; a killed run resumes with "
-            "--resume)") from None
+            "for that command to end, or stop it (kill the pid; a killed run goes on from its "
+            "last epoch: lmtie train with --resume, lmtie subspace as it is)") from None
     except OSError as err:
         lock.release()
         raise ValueError(f"cannot write to the {label} {folder} ({err.strerror or err}); "

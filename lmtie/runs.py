@@ -45,13 +45,14 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         torch.save(payload, file)
 
 
-def load_checkpoint(path: Path, keys: tuple[str, ...] = ("config", "epoch", "model")
-                    ) -> dict[str, Any]:
+def load_checkpoint(path: Path, keys: tuple[str, ...] = ("config", "epoch", "model"),
+                    fix: str | None = None) -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True`` (no pickled code runs), on the CPU.
 
     Args:
         keys: entries the checkpoint must hold (``last.pt`` also holds the optimizer, the
             dropout generator and the history).
+        fix: what the refusal message tells the user to do (None: a training's remedies).
 
     Raises:
         FileNotFoundError: no checkpoint at ``path``.
@@ -61,8 +62,9 @@ def load_checkpoint(path: Path, keys: tuple[str, ...] = ("config", "epoch", "mod
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; train first (lmtie train ...)")
-    fix = (f"nothing was changed. Move {path} away, then point --checkpoint-dir at another "
-           "copy of the run's checkpoints, or start the run again (lmtie train ... --force)")
+    fix = "nothing was changed. " + (fix or (
+        f"Move {path} away, then point --checkpoint-dir at another copy of the run's "
+        "checkpoints, or start the run again (lmtie train ... --force)"))
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # torch's advice (weights_only=False) would run its code

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import SMOKE, write_run
+from helpers import FIGURE1_VOCAB, SMOKE, write_run
 
 from lmtie import data
 from lmtie.reference import PHRASES
@@ -141,3 +141,15 @@ def page(tmp_path):
                         ("runs", tables.provenance(report.load_runs(tmp_path)))):
         report.save_table(table, tmp_path / "tables" / f"{name}.csv")
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def markov_ids():
+    """A 1,000-token stream from a sparse random Markov chain over ``FIGURE1_VOCAB`` words
+    (the Figure 1 tests' corpus)."""
+    gen = torch.Generator().manual_seed(0)
+    nxt = torch.randint(0, FIGURE1_VOCAB, (FIGURE1_VOCAB, 3), generator=gen)  # 3 successors
+    ids = [0]
+    for _ in range(999):
+        ids.append(int(nxt[ids[-1], torch.randint(0, 3, (1,), generator=gen)]))
+    return torch.tensor(ids)

@@ -1,6 +1,6 @@
 """Helpers shared by the test files: run dirs written as ``fit`` writes them, with chosen
 numbers; the lines a figure draws; an error's message; the flags the command line has; a
-small model and an LSTMCell reference of its masked LSTM."""
+small model and an LSTMCell reference of its masked LSTM; the tiny Figure 1 setup and rows."""
 
 import contextlib
 import io
@@ -14,6 +14,7 @@ import torch
 
 from lmtie import atomic, cli, reference, schema
 from lmtie.config import Config, make_config, preset_configs
+from lmtie.figure1 import Figure1Setup
 from lmtie.model import RNNLM
 
 SMOKE = {c.variant: c for c in preset_configs("smoke")}
@@ -110,3 +111,18 @@ def reference_lstm(model, x, state, masks):
         new_c.append(c)
     return x, (torch.stack(new_h), torch.stack(new_c))
 
+
+FIGURE1_VOCAB = 50  # words of the synthetic stream (the conftest's ``markov_ids``)
+FIGURE1_TINY = Figure1Setup(slice_tokens=600, hidden_size=8, num_layers=1, batch_size=4,
+                            bptt=10, lr=1e-2, epochs=30, halvings=0)  # a fixed 30 epochs
+
+
+def figure1_row(beta: float, tau: float, seed: int, distance: float, epochs: int = 20,
+                **values) -> schema.Figure1Row:
+    """A Figure 1 row with chosen numbers (zeros and empty curves elsewhere)."""
+    fields = dict(beta=beta, tau=tau, seed=seed, slice_start=0, epochs=epochs, final_loss=0.0,
+                  final_ce=0.0, final_aug_kl=None, initial_distance=0.0,
+                  final_distance=distance, final_residual=0.0, wall_s=0.0,
+                  distance_per_epoch=[], centred_distance_per_epoch=[], loss_per_epoch=[],
+                  setup=Figure1Setup().to_dict())
+    return schema.Figure1Row(**{**fields, **values})

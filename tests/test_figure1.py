@@ -1,30 +1,17 @@
-"""lmtie.figure1: the Sec. 6.2 experiment on a tiny synthetic corpus (training, sweeps, resume,
-the CLI), with its summaries (lmtie.report) and figures (lmtie.figures_spans)."""
+"""lmtie.figure1: one Sec. 6.2 run on a tiny synthetic corpus (the conftest's ``markov_ids``),
+with the summaries (lmtie.report) and figures (lmtie.figures_spans) of its rows."""
 
 from dataclasses import replace
 
 import pytest
 import torch
+from helpers import FIGURE1_TINY as TINY
+from helpers import FIGURE1_VOCAB as VOCAB
+from helpers import figure1_row as make_row
 
 from lmtie import figure1, figures_spans, report, schema
-from lmtie.config import BETAS, SWEEPS, TAUS
-from lmtie.figure1 import Figure1Setup, run_sweep, train_point
-from lmtie.schema import Figure1Row, read_figure1_rows
-
-VOCAB = 50
-TINY = Figure1Setup(slice_tokens=600, hidden_size=8, num_layers=1, batch_size=4, bptt=10,
-                    lr=1e-2, epochs=30, halvings=0)  # a fixed budget: 30 epochs
-
-
-def make_row(beta: float, tau: float, seed: int, distance: float, epochs: int = 20,
-             **values) -> Figure1Row:
-    """A Figure 1 row with chosen numbers (zeros and empty curves elsewhere)."""
-    fields = dict(beta=beta, tau=tau, seed=seed, slice_start=0, epochs=epochs, final_loss=0.0,
-                  final_ce=0.0, final_aug_kl=None, initial_distance=0.0,
-                  final_distance=distance, final_residual=0.0, wall_s=0.0,
-                  distance_per_epoch=[], centred_distance_per_epoch=[], loss_per_epoch=[],
-                  setup=Figure1Setup().to_dict())
-    return Figure1Row(**{**fields, **values})
+from lmtie.config import BETAS
+from lmtie.figure1 import Figure1Setup, train_point
 
 
 def test_setup_is_validated():
@@ -62,27 +49,6 @@ def test_random_slice_is_contiguous_and_seeded():
     assert figure1.random_slice(ids, 100, seed=4)[1] != start
     with pytest.raises(ValueError, match="slice_tokens"):
         figure1.random_slice(ids, 1001, seed=0)
-
-
-def test_sweep_points_share_beta1_tau10_once():
-    points = figure1.sweep_points("both", seeds=2)
-    assert len(points) == 2 * (7 + 6 - 1)
-    assert points.count((1.0, 10.0, 1)) == 1
-    assert points[:12] == [(b, t, 1) for b, t in dict.fromkeys(
-        SWEEPS["a"] + SWEEPS["b"])]
-    with pytest.raises(ValueError, match="sweep"):
-        figure1.sweep_points("c")
-
-
-@pytest.fixture(scope="module")
-def markov_ids():
-    """A 1,000-token stream from a sparse random Markov chain over 50 words."""
-    gen = torch.Generator().manual_seed(0)
-    nxt = torch.randint(0, VOCAB, (VOCAB, 3), generator=gen)  # 3 successors per word
-    ids = [0]
-    for _ in range(999):
-        ids.append(int(nxt[ids[-1], torch.randint(0, 3, (1,), generator=gen)]))
-    return torch.tensor(ids)
 
 
 @pytest.fixture(scope="module")
@@ -137,65 +103,6 @@ def test_word_vectors_stay_unit_norm(markov_ids, monkeypatch):
 def test_a_diverging_run_names_its_point(markov_ids):
     with pytest.raises(FloatingPointError, match=r"beta=1.0, tau=2.0, seed=1\); lower the lr"):
         train_point(markov_ids, VOCAB, 1.0, 2.0, seed=1, setup=replace(TINY, lr=1e30, epochs=1))
-
-
-def test_sweep_resumes_and_skips_finished_points(tmp_path, markov_ids, monkeypatch):
-    path = tmp_path / "subspace" / "runs.jsonl"
-    setup = replace(TINY, epochs=2)
-    first = run_sweep(markov_ids, VOCAB, [(0.0, 10.0, 1)], path, setup)
-    assert len(first) == 1 and read_figure1_rows(path)[0].epochs == 2
-    calls = []
-
-    def fake(ids, vocab_size, beta, tau, seed, setup, device):
-        calls.append((beta, tau, seed))
-        return replace(first[0], beta=beta, tau=tau, seed=seed)
-
-    monkeypatch.setattr(figure1, "train_point", fake)
-    rows = run_sweep(markov_ids, VOCAB, [(0.0, 10.0, 1), (1.0, 10.0, 1), (0.0, 10.0, 2)],
-                     path, setup)
-    assert calls == [(1.0, 10.0, 1), (0.0, 10.0, 2)]  # (0, 10, 1) was skipped
-    assert [(r.beta, r.tau, r.seed) for r in read_figure1_rows(path)] == [
-        (0.0, 10.0, 1), (1.0, 10.0, 1), (0.0, 10.0, 2)]
-    assert len(rows) == 3
-    assert run_sweep(markov_ids, VOCAB, [(1.0, 10.0, 1)], path, setup) and len(calls) == 2
-    assert not list(path.parent.glob("*.tmp"))  # atomic rewrite leaves no temp files
-    with pytest.raises(ValueError, match="another setup"):
-        run_sweep(markov_ids, VOCAB, [(0.5, 10.0, 1)], path, replace(TINY, epochs=3))
-
-
-def test_parallel_sweep_equals_sequential(tmp_path, markov_ids):
-    """Two spawned workers give the rows one process gives (same seeds: same numbers), and
-    the table holds each point once."""
-    setup = replace(TINY, epochs=2)
-    points = [(0.0, 10.0, 1), (1.0, 10.0, 1), (1.0, 2.0, 2)]
-    one = run_sweep(markov_ids, VOCAB, points, tmp_path / "one.jsonl", setup)
-    two = run_sweep(markov_ids, VOCAB, points, tmp_path / "two.jsonl", setup, jobs=2)
-
-    def key(row: Figure1Row) -> tuple:
-        return row.beta, row.tau, row.seed
-
-    for a, b in zip(sorted(one, key=key),
-                    sorted(read_figure1_rows(tmp_path / "two.jsonl"), key=key), strict=True):
-        assert key(a) == key(b) and a.distance_per_epoch == b.distance_per_epoch
-        assert a.final_loss == pytest.approx(b.final_loss, rel=1e-12)
-    assert len(two) == 3
-    with pytest.raises(ValueError, match="jobs"):
-        run_sweep(markov_ids, VOCAB, points, tmp_path / "x.jsonl", setup, jobs=0)
-
-
-def test_convergence_sweep_has_its_own_table_and_figure(tmp_path, markov_ids):
-    setup = replace(TINY, epochs=3)
-    points = figure1.sweep_points("convergence", seeds=1)
-    assert points == [(1.0, 10.0, 1)]
-    path = schema.figure1_path(tmp_path, "convergence")
-    assert path == tmp_path / "subspace" / "convergence.jsonl"
-    assert schema.figure1_path(tmp_path, "both") == tmp_path / "subspace" / "runs.jsonl"
-    rows = run_sweep(markov_ids, VOCAB, points, path, setup)
-    centred = read_figure1_rows(path)[0].centred_distance_per_epoch
-    assert len(centred) == 3 and all(0 <= c <= 1 for c in centred)
-    figures_spans.draw_figure1(rows, tmp_path, "convergence")
-    assert [p.name for p in (tmp_path / "figures").iterdir()] == ["figure1_convergence.png"]
-    assert figures_spans.plot_figure1_convergence([]) is None
 
 
 def test_figure1_points_put_each_point_beside_the_paper(tmp_path):
@@ -264,55 +171,3 @@ def test_summary_and_figures(tmp_path):
     assert len(fig.axes[0].lines) == len(BETAS)
     assert figures_spans.plot_figure1([], "b") is None
     assert figures_spans.plot_figure1_per_epoch([], "b") is None
-
-
-def test_cli_subspace_wires_its_flags(tmp_path, monkeypatch, capsys):
-    from lmtie import cli
-
-    seen = {}
-
-    def fake(sweep, seeds, results_dir, setup, device, data_dir, progress, jobs):
-        seen.update(sweep=sweep, seeds=seeds, results_dir=results_dir, setup=setup,
-                    device=device, progress=progress, jobs=jobs)
-        return [make_row(1.0, t, 1, 0.5, epochs=3) for t in TAUS]
-
-    monkeypatch.setattr(figure1, "run_experiment", fake)
-    out = str(tmp_path / "out")
-    assert cli.main(["subspace", "--sweep", "b", "--seeds", "4", "--epochs", "7",
-                     "--results-dir", out, "--device", "cpu", "--quiet", "--jobs", "2"]) == 0
-    assert seen == {"sweep": "b", "seeds": 4, "results_dir": out, "device": "cpu",
-                    "setup": Figure1Setup(epochs=7), "progress": False, "jobs": 2}
-    assert capsys.readouterr().out.count("distance 0.500 ± 0.000 (n=1)") == 6
-    cli.main(["subspace", "--sweep", "convergence", "--seeds", "1", "--quiet",
-              "--results-dir", out])
-    assert seen["sweep"] == "convergence" and seen["setup"] == Figure1Setup(epochs=100)
-    assert "convergence: beta=1 tau=10 distance" in capsys.readouterr().out
-
-
-def test_cli_plot_only_draws_from_the_table_without_training(tmp_path, monkeypatch, capsys):
-    from lmtie import cli
-
-    monkeypatch.setattr(figure1, "train_point", None)  # training would raise TypeError
-    rows = [make_row(b, 10.0, 1, 0.9 - 0.1 * b, epochs=2, initial_distance=0.98,
-                     distance_per_epoch=[0.95, 0.9], loss_per_epoch=[1.0, 1.0])
-            for b in (0.0, 1.0)]
-    schema.write_figure1_rows(tmp_path / "subspace" / "runs.jsonl", rows)
-    assert cli.main(["subspace", "--plot-only", "--results-dir", str(tmp_path)]) == 0
-    drawn = sorted(p.name for p in (tmp_path / "figures").iterdir())
-    assert drawn == ["figure1a.png", "figure1a_epochs.png", "figure1b.png",
-                     "figure1b_epochs.png"]  # (1, 10) is a point of both sweeps
-    assert "figure 1a: beta=1 tau=10 distance 0.800" in capsys.readouterr().out
-
-
-@pytest.mark.slow
-def test_notebook_05_smoke_on_real_ptb(data_dir, tmp_path):
-    from lmtie import pipeline
-
-    source = pipeline.NOTEBOOKS_DIR / "05_subspace_experiment.ipynb"
-    pipeline.run_notebook(source, tmp_path / "05.ipynb", {
-        "sweep": "b", "seeds": 1, "smoke": True, "results_dir": str(tmp_path / "results"),
-        "data_dir": str(data_dir), "device": "cpu"})
-    rows = read_figure1_rows(tmp_path / "results" / "subspace" / "runs.jsonl")
-    assert [(r.beta, r.tau, r.epochs) for r in rows] == [(1.0, t, 2) for t in TAUS]
-    assert all(0.9 < r.final_distance <= r.initial_distance for r in rows)
-    assert (tmp_path / "results" / "figures" / "figure1b.png").stat().st_size > 10_000
