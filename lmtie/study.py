@@ -112,7 +112,8 @@ def _other_seeds(results_dir: Path, run_id: str, reference: str, epoch: int
     """The same reading at the other seeds: (run_id, its validation perplexity, its +RE's)
     at ``epoch`` for every seed s ≠ 1 whose run (``run_id`` at seed s) and +RE
     (``reference`` at seed s) have both reached ``epoch``; a seed still short of it is left
-    out until it gets there. [] when ``run_id`` names no seed 1."""
+    out until it gets there. [] when ``run_id`` is not of seed 1. Raises: ValueError
+    (``run_id`` names no seed; a corrupt metrics file)."""
     if seed_of(run_id) != 1:
         return []
     found = []

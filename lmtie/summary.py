@@ -28,7 +28,7 @@ SECTIONS: list[tuple[str, str]] = [  # (anchor, heading), in the page's order
     ("subspace", "Subspace distance between Lᵀ and W during training (Sec. 6.2)"),
     ("figure-1", "Figure 1: the augmented loss aligns span(W) with span(Lᵀ) (Sec. 6.2)"),
     ("qualitative", "Qualitative predictions (the paper's Table 3)"),
-    ("test-statistics", "p(<unk>), target rank, ỹ and W h over the test set (our addition)"),
+    ("test-statistics", "p(`<unk>`), target rank, ỹ and W h over the test set (our addition)"),
     ("decisions", "Decisions where the paper is silent or ambiguous"),
     ("provenance", "Provenance of every run"),
 ]
@@ -75,7 +75,8 @@ def _explanation(results: Path, ablations: pd.DataFrame, row: pd.Series) -> str:
 
 
 def _cells(results: Path, table: pd.DataFrame, ablations: pd.DataFrame) -> list[str]:
-    """One bullet per (corpus, size) with a finished run: what reproduces, what does not."""
+    """One bullet per (corpus, size) with a finished run, with a sub-bullet for what
+    reproduces and one per model that does not."""
     lines = []
     done = table[table["status"] == "finished"]
     for (corpus, size), cell in done.groupby(["corpus", "size"], sort=False):
@@ -95,7 +96,7 @@ def _cells(results: Path, table: pd.DataFrame, ablations: pd.DataFrame) -> list[
             text.append(f"**not reproduced: {r['model']}** {_ours(r)} vs "
                         f"{r['paper_test_ppl']:g} (Δ {r['test_diff']:+.2f}); "
                         f"{_explanation(results, ablations, r)} ({where}).")
-        lines.append(" ".join(text))
+        lines.append("\n  - ".join(text))
     return lines
 
 

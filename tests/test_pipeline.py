@@ -20,6 +20,7 @@ from chromium import find_browser, open_page
 from lmtie import atomic, download, identity, pipeline, reference, settings, tables
 from lmtie.config import preset_configs
 from lmtie.data import split_sha256
+from lmtie.summary import SECTIONS
 
 COMMITTED_REPORT = Path(__file__).resolve().parents[1] / "results" / "report.html"
 WIDTH = 1280  # CSS px: a laptop window
@@ -218,6 +219,9 @@ def _check_in_browser(report: Path, screenshot: Path) -> None:
     headings = [(tag, anchor) for tag, anchor, _ in page.headings]
     assert headings[0][0] == "H1" and headings[1][0] == "H2"  # the title, then the sections
     first_section = page.headings[1][2]
+    sections = [text for tag, _, text in page.headings if tag == "H2"]
+    assert sections == [title.replace("`", "") for _, title in SECTIONS], (
+        "every section title reads as written (p(<unk>) once lost its <unk> as an HTML tag)")
     assert page.text.index("reproduced = within") < page.text.index("Contents:") < (
         page.text.index(first_section)), "the summary and contents come before any section"
     assert page.width <= WIDTH and page.overflowing == [], "nothing wider than the window"

@@ -14,14 +14,17 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 def test_summary_says_what_reproduces_and_what_does_not(page):
     text = summary.summary(page, "smoke").data
     assert "**Preset `smoke`**" in text and "**5 runs**" in text and "Smoke runs" in text
-    cell = next(line for line in text.splitlines() if line.startswith("- **ptb small**"))
-    assert "reproduced = within 3 points" in cell
-    assert ("reproduced: VD-LSTM 88.00 (1 seed) vs 87.3 (Δ +0.70); +RE 86.00 (1 seed) vs 85.1 "
-            "(Δ +0.90).") in cell
-    assert "**not reproduced: +AL** 90.00 (1 seed) vs 82.9 (Δ +7.10); no ablation run yet" in cell
-    assert ("**not reproduced: +REAL** 100.00 (1 seed) vs 82.7 (Δ +17.30); its largest gain "
-            "among 1 ablations: free output bias, validation 100.00 vs 120.00 at epoch 2 "
-            "([Does +REAL work? (validation set only)](#does-real-work))") in cell
+    cell = text[text.index("- **ptb small**"):].split("\n\n")[0].splitlines()
+    assert "reproduced = within 3 points" in cell[0]
+    assert cell[1] == ("  - reproduced: VD-LSTM 88.00 (1 seed) vs 87.3 (Δ +0.70); +RE 86.00 "
+                       "(1 seed) vs 85.1 (Δ +0.90).")
+    assert cell[2].startswith("  - **not reproduced: +AL** 90.00 (1 seed) vs 82.9 (Δ +7.10); "
+                              "no ablation run yet")
+    assert cell[3] == ("  - **not reproduced: +REAL** 100.00 (1 seed) vs 82.7 (Δ +17.30); its "
+                       "largest gain among 1 ablations: free output bias, validation 100.00 vs "
+                       "120.00 at epoch 2 ([Does +REAL work? (validation set only)]"
+                       "(#does-real-work)).")
+    assert len(cell) == 4
     assert "**Figure 1:** not run yet" in text
     assert "**Not run here:** 16 cells" in text and "(#to-run)" in text
     contents = text[text.index("**Contents:**"):]
