@@ -54,8 +54,12 @@ def plot_augmented(metrics: pd.DataFrame, table: pd.DataFrame) -> Figure | None:
         if lines:
             rows.append((title, lines))
     covered = {run_id for _, lines in rows for run_id, _, _ in lines}
-    rows += [(f"{run_id}", [(run_id, VARIANT_LABELS[run_id.split("-")[2]], {"color": "black"})])
-             for run_id in dict.fromkeys(metrics["run_id"]) if run_id in augmented - covered]
+    for run_id in dict.fromkeys(metrics["run_id"]):  # runs with no ablation: a panel each
+        if run_id in augmented - covered:
+            run = metrics[metrics["run_id"] == run_id].iloc[0]
+            label = VARIANT_LABELS[run["variant"]]
+            rows.append((f"{run['corpus']} {run['size']} {label}, seed {run['seed']}",
+                         [(run_id, label, {"color": "black"})]))
     if not rows:
         return None
     fig = Figure(figsize=(PAGE_WIDTH_IN, 3.8 * len(rows)), layout="constrained")

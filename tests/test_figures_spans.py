@@ -31,6 +31,17 @@ def test_augmented_figure_draws_the_runs_that_train_with_it(results):
     assert entropies[0] == [9.1, 9.0] and math.isnan(entropies[1][0])
     note = entropy_ax.get_xlabel()  # the missing series is named, with the reason
     assert "τ 10" in note and "older than the entropy field" in note and "base" not in note
+    al2 = SMOKE["al"].replace(seed=2)  # a run no ablation shares: a panel of its own
+    write_run(results, al2, [100.0, 99.0], 95.0)
+    al2_dir = results / "runs" / al2.run_id
+    schema.write_metrics(al2_dir, [dataclasses.replace(row, train_aug_kl=0.003)
+                                   for row in schema.read_metrics(al2_dir)])
+    all_runs = report.load_runs(results)
+    fig = figures_spans.plot_augmented(report.load_metrics(all_runs),
+                                       tables.ablations(all_runs, "smoke"))
+    al_kl = fig.axes[2]
+    assert al_kl.get_title() == "ptb small +AL, seed 2: J^aug = KL(ỹ ‖ ŷ), training set"
+    assert [line.get_label() for line in al_kl.lines] == ["+AL"]
     vd_only = report.load_runs(results, "smoke").query("variant == 'vd'")
     assert figures_spans.plot_augmented(report.load_metrics(vd_only), tables.ablations(
         all_runs, "smoke")) is None
