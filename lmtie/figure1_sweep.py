@@ -110,6 +110,8 @@ def run_sweep(ids: Tensor, vocab_size: int, points: list[tuple[float, float, int
             raise ValueError(f"{path} holds runs of another setup ({other[0]}); pass "
                              "another --results-dir, or delete the table to start again")
         done = {(*point_of(r), r.seed) for r in rows}
+        for row in rows:  # a kill between the table's write and the unlink below left it
+            (ckpt_dir / _checkpoint_name(row.beta, row.tau, row.seed)).unlink(missing_ok=True)
         todo = [p for p in points if (round(p[0], 6), round(p[1], 6), p[2]) not in done]
         calls = [(ids, vocab_size, beta, tau, seed, setup, device,
                   ckpt_dir / _checkpoint_name(beta, tau, seed), progress)

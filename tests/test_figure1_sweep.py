@@ -62,6 +62,9 @@ def test_an_interrupted_run_goes_on_from_its_last_epoch_to_the_same_numbers(
         train_point(markov_ids, VOCAB, 1.0, 10.0, seed=2, setup=setup, checkpoint=checkpoint)
     (row,) = run_sweep(markov_ids, VOCAB, [(1.0, 10.0, 1)], path, setup)
     assert not checkpoint.exists() and read_figure1_rows(path) == [row]
+    checkpoint.write_bytes(b"left by a kill after the table's write")
+    assert run_sweep(markov_ids, VOCAB, [(1.0, 10.0, 1)], path, setup) == [row]
+    assert not checkpoint.exists()  # a finished run's checkpoint goes at the next start
     kept = ("loss_per_epoch", "distance_per_epoch", "centred_distance_per_epoch",
             "residual_per_epoch", "epochs", "converged", "lr_halvings", "final_loss",
             "final_ce", "final_aug_kl", "initial_distance", "hidden_singular_values",
