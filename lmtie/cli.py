@@ -145,7 +145,8 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("subspace", help="Sec. 6.2 / Figure 1: distance(Lᵀ, W) sweeps")
     sp.add_argument("--sweep", default="both", choices=("a", "b", "both", "convergence"),
                     help="a: beta sweep at tau = 10 (Fig. 1a); b: tau sweep at beta = 1 (1b); "
-                         "convergence: beta = 1, tau = 10 for 100 epochs, its own CSV")
+                         "convergence: beta = 1, tau = 10 for 100 epochs, its own table "
+                         "(subspace/convergence.jsonl)")
     sp.add_argument("--seeds", type=int, default=3, help="runs per point (seeds 1..N)")
     sp.add_argument("--results-dir", default="results",
                     help="results root: writes subspace/runs.jsonl and figures/figure1{a,b}.png "

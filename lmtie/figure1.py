@@ -34,6 +34,7 @@ from lmtie.config import CONVERGENCE_EPOCHS, make_config
 from lmtie.data import batchify, bptt_batches
 from lmtie.loss import augmented_kl
 from lmtie.model import RNNLM, State
+from lmtie.optimum import Optimum, minimise_w
 from lmtie.runs import load_checkpoint, save_checkpoint
 from lmtie.schema import Figure1Row
 from lmtie.spans import (
@@ -323,6 +324,7 @@ def train_point(ids: Tensor, vocab_size: int, beta: float, tau: float, seed: int
     span = hidden_span(h, lt, w)
     end = None if beta == 0 else subspace_distance(
         lt, least_squares_w(h, lt.detach()[targets], lt, w))
+    optimum = minimise_w(h, targets, lt, w, tau) if beta == 1 else None
     loss, ce_mean, aug_mean = history.last
     return Figure1Row(
         beta=beta, tau=tau, seed=seed, slice_start=slice_start, epochs=len(history.losses),
@@ -336,7 +338,18 @@ def train_point(ids: Tensor, vocab_size: int, beta: float, tau: float, seed: int
         residual_per_epoch=history.residuals, converged=history.converged,
         lr_halvings=convergence.halved, hidden_singular_values=span.singular_values,
         hidden_effective_rank=span.effective_rank, sine_by_hidden_direction=span.sines,
-        least_squares_distance=end)
+        least_squares_distance=end, **_optimum_fields(optimum, lt))
+
+
+def _optimum_fields(optimum: Optimum | None, lt: Tensor) -> dict[str, Any]:
+    """A row's fields of W's minimum (:mod:`lmtie.optimum`); none below β = 1."""
+    if optimum is None:
+        return {}
+    return {"slice_loss": optimum.start_loss, "optimum_loss": optimum.loss,
+            "optimum_distance": subspace_distance(lt, optimum.weight),
+            "optimum_residual": projection_residual(lt, optimum.weight),
+            "optimum_gradient": optimum.gradient, "optimum_iterations": optimum.iterations,
+            "optimum_converged": optimum.converged}
 
 
 def hidden_states(model: RNNLM, data: Tensor, bptt: int) -> tuple[Tensor, Tensor]:

@@ -121,9 +121,11 @@ def run_sweep(ids: Tensor, vocab_size: int, points: list[tuple[float, float, int
             schema.write_figure1_rows(path, rows)
             (ckpt_dir / _checkpoint_name(row.beta, row.tau, row.seed)).unlink(missing_ok=True)
             if progress:
+                at_minimum = ("" if row.optimum_distance is None else
+                              f", {row.optimum_distance:.3f} with W at its minimum")
                 print(f"[{i}/{len(todo)}] beta={row.beta:g} tau={row.tau:g} seed={row.seed}: "
                       f"distance {row.initial_distance:.3f} -> {row.final_distance:.3f} in "
-                      f"{row.epochs} epochs, {row.wall_s:.0f} s", flush=True)
+                      f"{row.epochs} epochs{at_minimum}, {row.wall_s:.0f} s", flush=True)
     return rows
 
 

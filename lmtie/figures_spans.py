@@ -135,9 +135,11 @@ def _figure1_axes() -> tuple[Figure, object]:
 def plot_figure1(rows: list[schema.Figure1Row], sweep: str) -> Figure | None:
     """Figure 1a (distance vs β, τ = 10) or 1b (vs τ, β = 1), both readings of the paper's
     metric: the principal-angle distance (Decision S1, primary; mean ± std over seeds, each
-    run a grey dot) and the projection residual of W (dashed); where the runs have it, the
-    distance of W's end point under J^aug (:func:`lmtie.spans.least_squares_w`); the paper's
-    values (``reference.FIGURE1``) as red crosses. None when no row belongs to the sweep.
+    run a grey dot) and the projection residual of W (dashed) after training; where the
+    runs have them, both for W taken to the minimum of eq. 6.1 for the trained h and Lᵀ
+    (:mod:`lmtie.optimum`; dash-dotted and dotted) and the distance of W's end point under
+    J^aug's large-τ form (:func:`lmtie.spans.least_squares_w`, triangles); the paper's values
+    (``reference.FIGURE1``) as red crosses. None when no row belongs to the sweep.
     Paper: Figure 1 (reference values read off the figure)."""
     stats = report.figure1_summary(rows, sweep)
     if not stats:
@@ -155,10 +157,18 @@ def plot_figure1(rows: list[schema.Figure1Row], sweep: str) -> Figure | None:
     ax.errorbar(xs, [s["residual_mean"] for s in stats],
                 yerr=[s["residual_std"] for s in stats], fmt="s--", capsize=4, color="black",
                 mfc="white", label="projection residual ‖W − P W‖/‖W‖")
+    optima = [s for s in stats if s["optimum_mean"] is not None]
+    if optima:
+        at = [s["x"] for s in optima]
+        ax.errorbar(at, [s["optimum_mean"] for s in optima],
+                    yerr=[s["optimum_std"] for s in optima], fmt="D-.", capsize=4,
+                    color="tab:green", label="W at its minimum for the trained h, Lᵀ (S1)")
+        ax.plot(at, [s["optimum_residual"] for s in optima], "d:", color="tab:green",
+                mfc="white", label="W at its minimum: projection residual")
     ends = [(s["x"], s["least_squares"]) for s in stats if s["least_squares"] is not None]
     if ends:
         ax.plot(*zip(*ends, strict=True), "v", color="grey", markersize=8,
-                label="W's end point under J^aug (S1)")
+                label="W's end point under J^aug, large τ (S1)")
     ref = reference.FIGURE1
     if sweep == "a":
         ref_x, ref_y = [0.0, 1.0], [ref["beta0_tau10"], ref["beta1_tau10"]]

@@ -80,13 +80,29 @@ def augmented_kl(wh: Tensor, targets: Tensor, embedding_weight: Tensor, tau: flo
     lt = embedding_weight.detach() if detach_target else embedding_weight
     scores = lt[words] @ (lt.t() / tau)  # (U, V): s = Lᵀ u / τ per distinct target
     scores = scores.to(lt.dtype)  # fp32 also when autocast ran the matmul in bf16
-    tempered = wh / tau  # (N, V): a = W h / τ
     target = torch.softmax(scores, dim=-1).index_select(0, index)  # ỹ
+    kl, _ = kl_rows(target, scores.index_select(0, index), wh / tau)
+    return kl.mean()
+
+
+def kl_rows(target: Tensor, scores: Tensor, tempered: Tensor) -> tuple[Tensor, Tensor]:
+    """KL(ỹ ‖ ŷ) per row without cancellation, and ŷ: the formula of :func:`augmented_kl`.
+
+    Args:
+        target: ``(N, V)`` ỹ = softmax(``scores``) (given: callers compute it once per
+            distinct word). scores: ``(N, V)`` s = Lᵀ u / τ. tempered: ``(N, V)`` a = W h / τ.
+
+    Returns:
+        ``(kl (N,), ŷ (N, V))`` in the inputs' dtype, differentiable in all three.
+
+    With ``d = s − a`` centred under ŷ (Σ ŷ d = 0): ``KL = Σ (ỹ − ŷ) d −
+    log1p(Σ ŷ (expm1(d) − d))``, both terms O(d²). Paper: eq. 3.2.
+    """
     model = torch.softmax(tempered, dim=-1)  # ŷ
-    d = scores.index_select(0, index) - tempered  # log(ỹ/ŷ) up to a constant per row
+    d = scores - tempered  # log(ỹ/ŷ) up to a constant per row
     d = d - (model * d).sum(-1, keepdim=True)
     spread = (model * (torch.expm1(d) - d)).sum(-1)  # Σ ŷ e^d − 1 ≥ 0
-    return (((target - model) * d).sum(-1) - torch.log1p(spread)).mean()
+    return ((target - model) * d).sum(-1) - torch.log1p(spread), model
 
 
 @dataclass(frozen=True)

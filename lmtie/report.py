@@ -218,9 +218,11 @@ def figure1_summary(rows: list[schema.Figure1Row], sweep: str) -> list[dict[str,
     ``x`` (β or τ), ``beta``, ``tau``, ``n`` seeds, ``mean`` and ``std`` (ddof 1; 0 for one
     run) of the final distance (Decision S1), ``residual_mean``/``residual_std`` of the final
     projection residual, ``least_squares`` (mean distance of W's end point under J^aug; None
-    where no run has one), ``converged`` (runs stopped by the convergence rule; None for runs
-    from before it) and ``mean_epochs``. Raises: KeyError for an unknown sweep.
-    Paper: Figure 1."""
+    where no run has one), ``optimum_mean``/``optimum_std`` and ``optimum_residual`` (W at
+    the minimum of eq. 6.1 for the trained h and Lᵀ, :mod:`lmtie.optimum`; None where no run
+    has it: below β = 1, or tables before schema version 4), ``converged`` (runs stopped by the
+    convergence rule; None for runs from before it) and ``mean_epochs``. Raises: KeyError
+    for an unknown sweep. Paper: Figure 1."""
     out = []
     for beta, tau in SWEEPS[sweep]:
         mine = [r for r in rows if schema.point_of(r) == (beta, tau)]
@@ -229,11 +231,17 @@ def figure1_summary(rows: list[schema.Figure1Row], sweep: str) -> list[dict[str,
         mean, std = _mean_std([r.final_distance for r in mine])
         residual_mean, residual_std = _mean_std([r.final_residual for r in mine])
         ends = [r.least_squares_distance for r in mine if r.least_squares_distance is not None]
+        optima = [r for r in mine if r.optimum_distance is not None]
+        optimum_mean, optimum_std = (_mean_std([r.optimum_distance for r in optima])
+                                     if optima else (None, None))
         ruled = [r.converged for r in mine if r.converged is not None]
         out.append({"x": beta if sweep == "a" else tau, "beta": beta, "tau": tau,
                     "n": len(mine), "mean": mean, "std": std,
                     "residual_mean": residual_mean, "residual_std": residual_std,
                     "least_squares": _mean(ends) if ends else None,
+                    "optimum_mean": optimum_mean, "optimum_std": optimum_std,
+                    "optimum_residual": (_mean([r.optimum_residual for r in optima])
+                                         if optima else None),
                     "converged": sum(ruled) if ruled else None,
                     "mean_epochs": _mean([r.epochs for r in mine])})
     return out
@@ -271,8 +279,11 @@ def figure1_remaining(results_dir: str | Path) -> dict[str, Any] | None:
     point under J^aug), ``d`` (hidden size; 1/√d is one principal angle of d),
     ``effective_rank`` of the hidden states, and W's mean sine to span(Lᵀ) along their first
     ``round(effective_rank)`` directions (``sine_within``) and along the rest
-    (``sine_beyond``; NaN when there is no rest). None when no run has these (tables from
-    before schema version 3).
+    (``sine_beyond``; NaN when there is no rest); where measured (schema version 4, else
+    None), W at the minimum of eq. 6.1 for the trained h and Lᵀ: its distance ``optimum``
+    and projection residual ``optimum_residual``, eq. 6.1 per token over the slice before
+    (``slice_loss``) and at it (``optimum_loss``), and the L-BFGS ``iterations``. None when
+    no run has these (tables from before schema version 3).
 
     Raises: ValueError on a malformed table. Paper: Sec. 6.2, Figure 1a (our addition).
     """
@@ -284,7 +295,14 @@ def figure1_remaining(results_dir: str | Path) -> dict[str, Any] | None:
 
     rank = _mean([r.hidden_effective_rank for r in rows])
     cut = round(rank)
-    return {"n": len(rows), "epochs": _mean([r.epochs for r in rows]),
+    optima = [r for r in rows if r.optimum_distance is not None]
+    optimum = {name: _mean([getattr(r, field) for r in optima]) if optima else None
+               for name, field in (("optimum", "optimum_distance"),
+                                   ("optimum_residual", "optimum_residual"),
+                                   ("slice_loss", "slice_loss"),
+                                   ("optimum_loss", "optimum_loss"),
+                                   ("iterations", "optimum_iterations"))}
+    return {**optimum, "n": len(rows), "epochs": _mean([r.epochs for r in rows]),
             "converged": sum(bool(r.converged) for r in rows),
             "distance": _mean([r.final_distance for r in rows]),
             "least_squares": _mean([r.least_squares_distance for r in rows]),
@@ -299,7 +317,9 @@ def figure1_points(results_dir: str | Path) -> list[dict[str, Any]]:
     ``epochs``, ``seeds``, ``converged`` (of them, by the rule), ``distance`` and ``std``
     (final distance, Decision S1, mean and std over seeds), ``residual`` and
     ``residual_std`` (the projection residual), ``least_squares`` (distance of W's end point
-    under J^aug), ``paper`` (:func:`paper_distance`, None where the paper gives no number).
+    under J^aug), ``optimum``, ``optimum_std`` and ``optimum_residual`` (W at the minimum of
+    eq. 6.1 for the trained h and Lᵀ; None where not measured), ``paper``
+    (:func:`paper_distance`, None where the paper gives no number).
     [] when no table exists.
 
     Raises: ValueError on a malformed table. Paper: Sec. 6.2, Figure 1.
@@ -314,5 +334,7 @@ def figure1_points(results_dir: str | Path) -> list[dict[str, Any]]:
                         "std": point["std"], "residual": point["residual_mean"],
                         "residual_std": point["residual_std"],
                         "least_squares": point["least_squares"],
+                        "optimum": point["optimum_mean"], "optimum_std": point["optimum_std"],
+                        "optimum_residual": point["optimum_residual"],
                         "paper": paper_distance(point["beta"], point["tau"])})
     return out

@@ -220,11 +220,16 @@ class Figure1Row(Record):
     :class:`lmtie.figure1.Convergence` after ``lr_halvings`` halvings (else at the cap); at
     the end, the hidden states' span and W's sine along each of its directions
     (:func:`lmtie.spans.hidden_span`) and ``least_squares_distance``, the distance of W's end
-    point under J^aug (:func:`lmtie.spans.least_squares_w`; None at β = 0). Version 1:
-    ``centred_distance_per_epoch`` may be missing (read as []); versions 1–2 lack the fields
-    from ``residual_per_epoch`` on (empty lists and None)."""
+    point under J^aug (:func:`lmtie.spans.least_squares_w`; None at β = 0); at β = 1 (else
+    None), W taken to the minimum of eq. 6.1 for the trained h and Lᵀ
+    (:func:`lmtie.optimum.minimise_w`):
+    eq. 6.1 per token over the slice before (``slice_loss``) and after (``optimum_loss``),
+    the distance and projection residual of that W, the gradient left (relative), the
+    L-BFGS iterations and whether it converged. Version 1: ``centred_distance_per_epoch`` may
+    be missing (read as []); versions 1–2 lack the fields from ``residual_per_epoch`` on,
+    version 3 those from ``slice_loss`` on (empty lists and None)."""
 
-    VERSION: ClassVar[int] = 3
+    VERSION: ClassVar[int] = 4
 
     beta: float
     tau: float
@@ -249,6 +254,13 @@ class Figure1Row(Record):
     hidden_effective_rank: float | None = None
     sine_by_hidden_direction: list[float] = field(default_factory=list)
     least_squares_distance: float | None = None
+    slice_loss: float | None = None
+    optimum_loss: float | None = None
+    optimum_distance: float | None = None
+    optimum_residual: float | None = None
+    optimum_gradient: float | None = None
+    optimum_iterations: int | None = None
+    optimum_converged: bool | None = None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str | Path = "a record") -> Figure1Row:

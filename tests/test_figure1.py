@@ -78,6 +78,13 @@ def test_augmented_loss_pulls_w_into_span_of_lt(tiny_runs):
     assert d0.least_squares_distance is None
     assert d1.least_squares_distance <= 8**-0.5 + 1e-9  # W's constant direction at most
     assert d1.least_squares_distance < d1.final_distance  # where W is heading: closer
+    # at β = 1, W taken to the minimum of eq. 6.1 for the trained h and Lᵀ (lmtie.optimum);
+    # none below (the cross-entropy: no minimum at β = 0, a far one in between)
+    assert d1.optimum_converged and d1.optimum_gradient < 1e-5
+    assert d1.optimum_loss < d1.slice_loss and d1.optimum_iterations > 0
+    assert d1.optimum_distance < d1.final_distance
+    assert 0 < d1.optimum_residual < d1.final_residual
+    assert d0.optimum_distance is d0.slice_loss is d0.optimum_converged is None
 
 
 def test_a_run_stops_when_its_loss_stops_improving(markov_ids):
@@ -118,6 +125,7 @@ def test_figure1_points_put_each_point_beside_the_paper(tmp_path):
     assert table[0]["distance"] == pytest.approx(0.95)
     assert table[0]["std"] == pytest.approx(0.005 ** 0.5)
     assert table[0]["converged"] is None and table[0]["least_squares"] is None
+    assert table[0]["optimum"] is table[0]["optimum_residual"] is None  # before version 4
     assert report.figure1_remaining(tmp_path) is None  # rows from before version 3
 
 
@@ -129,22 +137,33 @@ def test_what_remains_at_beta1_tau10(tmp_path):
                      setup={**Figure1Setup().to_dict(), "hidden_size": 4},
                      hidden_singular_values=[4.0, 3.0, 0.5, 0.1], hidden_effective_rank=2.2,
                      sine_by_hidden_direction=[0.1, 0.2, 0.9, 1.0],
-                     least_squares_distance=0.4 + 0.1 * seed) for seed in (1, 2)]
+                     least_squares_distance=0.4 + 0.1 * seed, slice_loss=20.0 + seed,
+                     optimum_loss=18.0 + seed, optimum_distance=0.1 + 0.1 * seed,
+                     optimum_residual=0.03, optimum_iterations=4 + 2 * seed,
+                     optimum_gradient=1e-7, optimum_converged=True) for seed in (1, 2)]
     rows.append(make_row(0.0, 10.0, 1, 0.99))
     schema.write_figure1_rows(schema.figure1_path(tmp_path, "both"), rows)
     left = report.figure1_remaining(tmp_path)
     assert left == {"n": 2, "epochs": 31.5, "converged": 1, "distance": pytest.approx(0.65),
                     "least_squares": pytest.approx(0.55), "d": 4,
                     "effective_rank": pytest.approx(2.2), "sine_within": pytest.approx(0.15),
-                    "sine_beyond": pytest.approx(0.95)}
+                    "sine_beyond": pytest.approx(0.95), "optimum": pytest.approx(0.25),
+                    "optimum_residual": pytest.approx(0.03), "slice_loss": 21.5,
+                    "optimum_loss": 19.5, "iterations": 7.0}
     point = next(p for p in report.figure1_points(tmp_path) if p["beta"] == 1.0)  # 1a's end
     assert point["converged"] == 1 and point["least_squares"] == pytest.approx(0.55)
     assert point["residual"] == pytest.approx(0.3)
+    assert point["optimum"] == pytest.approx(0.25) and point["optimum_residual"] == 0.03
+    assert point["optimum_std"] == pytest.approx(0.1 * 0.5**0.5)
+    beta0 = next(p for p in report.figure1_points(tmp_path) if p["beta"] == 0.0)
+    assert beta0["optimum"] is beta0["optimum_std"] is None  # measured at β = 1 only
     fig = figures_spans.plot_figure1_hidden_span(rows)
     assert [line.get_ydata()[2] for line in fig.axes[0].lines[:2]] == [0.9, 0.125]
     figures_spans.draw_figure1(rows, tmp_path, "both")
     assert (tmp_path / "figures" / "figure1_hidden_span.png").is_file()
-    assert len(figures_spans.plot_figure1(rows, "a").axes[0].lines) > 3  # with the end point
+    labels = figures_spans.plot_figure1(rows, "a").axes[0].get_legend_handles_labels()[1]
+    assert "W at its minimum for the trained h, Lᵀ (S1)" in labels
+    assert "W's end point under J^aug, large τ (S1)" in labels
     figures_spans.draw_figure1(rows[2:], tmp_path, "both")  # no such rows: a stale one goes
     assert not (tmp_path / "figures" / "figure1_hidden_span.png").exists()
 
@@ -158,7 +177,8 @@ def test_summary_and_figures(tmp_path):
     assert report.figure1_summary(rows, "b") == [{
         "x": 10.0, "beta": 1.0, "tau": 10.0, "n": 3, "mean": pytest.approx(0.12),
         "std": pytest.approx(0.01), "residual_mean": 0.0, "residual_std": 0.0,
-        "least_squares": None, "converged": None, "mean_epochs": 5.0}]
+        "least_squares": None, "optimum_mean": None, "optimum_std": None,
+        "optimum_residual": None, "converged": None, "mean_epochs": 5.0}]
     figures_spans.draw_figure1(rows, tmp_path, "a")
     assert (tmp_path / "figures" / "figure1a.png").stat().st_size > 10_000
     with_curves = [replace(r, initial_distance=0.98,

@@ -68,7 +68,7 @@ def test_an_interrupted_run_goes_on_from_its_last_epoch_to_the_same_numbers(
     kept = ("loss_per_epoch", "distance_per_epoch", "centred_distance_per_epoch",
             "residual_per_epoch", "epochs", "converged", "lr_halvings", "final_loss",
             "final_ce", "final_aug_kl", "initial_distance", "hidden_singular_values",
-            "least_squares_distance")
+            "least_squares_distance", "slice_loss", "optimum_distance")
     assert {k: getattr(row, k) for k in kept} == {k: getattr(unbroken, k) for k in kept}
     checkpoint.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match=r"not an lmtie checkpoint.*Delete .* from its start"):
@@ -85,7 +85,8 @@ def test_one_process_writes_a_sweep_table(tmp_path, markov_ids):
     assert not path.exists()
 
 
-def test_sweep_resumes_and_skips_finished_points(tmp_path, markov_ids, monkeypatch):
+def test_sweep_resumes_and_skips_finished_points(tmp_path, markov_ids, monkeypatch,
+                                                 capsys):
     path = tmp_path / "subspace" / "runs.jsonl"
     setup = replace(TINY, epochs=2)
     first = run_sweep(markov_ids, VOCAB, [(0.0, 10.0, 1)], path, setup)
@@ -94,12 +95,17 @@ def test_sweep_resumes_and_skips_finished_points(tmp_path, markov_ids, monkeypat
 
     def fake(ids, vocab_size, beta, tau, seed, setup, device, checkpoint, progress):
         calls.append((beta, tau, seed))
-        return replace(first[0], beta=beta, tau=tau, seed=seed)
+        return replace(first[0], beta=beta, tau=tau, seed=seed,
+                       optimum_distance=0.25 if beta == 1 else None)
 
     monkeypatch.setattr(figure1_sweep, "train_point", fake)
     rows = run_sweep(markov_ids, VOCAB, [(0.0, 10.0, 1), (1.0, 10.0, 1), (0.0, 10.0, 2)],
-                     path, setup)
+                     path, setup, progress=True)
     assert calls == [(1.0, 10.0, 1), (0.0, 10.0, 2)]  # (0, 10, 1) was skipped
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("[1/2] beta=1 tau=10 seed=1: distance ")
+    assert " in 2 epochs, 0.250 with W at its minimum, " in lines[0]
+    assert " in 2 epochs, " in lines[1] and "minimum" not in lines[1]  # none below β = 1
     assert [(r.beta, r.tau, r.seed) for r in read_figure1_rows(path)] == [
         (0.0, 10.0, 1), (1.0, 10.0, 1), (0.0, 10.0, 2)]
     assert len(rows) == 3

@@ -81,6 +81,14 @@ def test_decisions_and_figure1_section(tmp_path):
     assert "1/√d = 0.0577 (d = 300" in reading and "paper's ≈ 0.06" in reading
     assert "first 2 directions W's mean sine to span(Lᵀ) is 0.200, along the rest 0.900" in (
         reading)
+    assert "W at its minimum" not in reading  # not measured (schema version 3)
+    schema.write_figure1_rows(schema.figure1_path(tmp_path, "both"), [replace(
+        measured, slice_loss=24.1749, optimum_loss=22.6725, optimum_distance=0.1578,
+        optimum_residual=0.0342, optimum_iterations=5, optimum_gradient=1e-8,
+        optimum_converged=True)])
+    reading = render.figure1(tmp_path)[2].data
+    assert ("from 24.1749 to 22.6725 nats per token (5 iterations) and puts span(W) at 0.158 "
+            "from span(Lᵀ) (projection residual 0.034)") in reading
 
 
 def test_ablations_section_shows_table_and_figure_or_how_to_make_one(results):

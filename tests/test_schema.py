@@ -112,7 +112,7 @@ def test_figure1_csv_of_version_1_reads_and_migrates(tmp_path, centred):
     assert schema.read_figure1_rows(path) == [read]
 
 
-def test_figure1_row_of_version_2_reads_without_the_fields_of_version_3(tmp_path):
+def test_figure1_rows_of_versions_2_and_3_read_without_the_later_fields(tmp_path):
     values = {"beta": 1.0, "tau": 10.0, "seed": 1, "slice_start": 5, "epochs": 1,
               "final_loss": 4.0, "final_ce": 6.0, "final_aug_kl": 1e-5,
               "initial_distance": 0.98, "final_distance": 0.9, "final_residual": 0.5,
@@ -121,13 +121,20 @@ def test_figure1_row_of_version_2_reads_without_the_fields_of_version_3(tmp_path
     row = Figure1Row.from_dict(values)
     assert row.residual_per_epoch == [] and row.sine_by_hidden_direction == []
     assert row.converged is None and row.least_squares_distance is None
+    version_3 = {**values, "residual_per_epoch": [0.5], "converged": True, "lr_halvings": 4,
+                 "hidden_singular_values": [2.0, 1.0], "hidden_effective_rank": 1.9,
+                 "sine_by_hidden_direction": [0.1, 0.9], "least_squares_distance": 0.06,
+                 "schema_version": 3}
+    row = Figure1Row.from_dict(version_3)
+    assert row.least_squares_distance == 0.06
+    assert row.optimum_distance is None and row.optimum_converged is None
     path = tmp_path / "runs.jsonl"
-    new = replace(row, residual_per_epoch=[0.5], converged=True, lr_halvings=4,
-                  hidden_singular_values=[2.0, 1.0], hidden_effective_rank=1.9,
-                  sine_by_hidden_direction=[0.1, 0.9], least_squares_distance=0.06)
+    new = replace(row, slice_loss=4.1, optimum_loss=3.9, optimum_distance=0.15,
+                  optimum_residual=0.03, optimum_gradient=1e-7, optimum_iterations=5,
+                  optimum_converged=True)
     schema.write_figure1_rows(path, [new])
     assert schema.read_figure1_rows(path) == [new]
-    assert atomic.read_jsonl(path)[0]["schema_version"] == 3
+    assert atomic.read_jsonl(path)[0]["schema_version"] == 4
 
 
 @pytest.mark.skipif(not (COMMITTED / "runs").is_dir(), reason="no committed results")
