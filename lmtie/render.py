@@ -288,8 +288,9 @@ def _figure1_reading(results_dir: str | Path) -> str:
     text += (
         f"\n\n**What remains at β = 1, τ = 10** (n = {left['n']}, {left['epochs']:g} epochs, "
         f"{left['converged']} stopped by the convergence rule): the distance is "
-        f"{left['distance']:.3f}; W's end point under J^aug on the same hidden states and "
-        f"word vectors (`lmtie.spans.least_squares_w`) is at {left['least_squares']:.4f}, "
+        f"{left['distance']:.3f}; W's end point under J^aug's large-τ form (eq. 4.3) on the "
+        "same hidden states and word vectors (`lmtie.spans.least_squares_w`) is at "
+        f"{left['least_squares']:.4f}, "
         f"against 1/√d = {1 / math.sqrt(left['d']):.4f} (d = {left['d']}: one principal "
         f"angle, W's constant direction, which no softmax loss moves) and the paper's ≈ "
         f"{report.paper_distance(1.0, 10.0):g}. The hidden states have an effective rank of "

@@ -143,7 +143,7 @@ def _figure1(results_dir: Path) -> str:
         text += f"; {longer['distance']:.3f} after {longer['epochs']:g} epochs"
     left = report.figure1_remaining(results_dir)
     if left:
-        text += (f"; W's end point under J^aug on the same hidden states is at "
+        text += (f"; J^aug's large-τ form (eq. 4.3) would put W at "
                  f"{left['least_squares']:.3f} (1/√d = {1 / math.sqrt(left['d']):.3f}, W's "
                  "constant direction)")
     return f"{text} ({_link('figure-1', 'section')})."

@@ -77,13 +77,13 @@ def test_figure1_line_gives_trend_level_and_where_j_aug_takes_w(page):
     assert ("the distance between span(W) and span(Lᵀ) falls from β = 0 to β = 1 (0.988 → "
             "0.749 after 25 epochs, paper ≈ 1 → 0.06) and stays far from the paper's level at "
             "β = 1, τ = 10 (") in line
-    assert "end point" not in line  # no run measured it
+    assert "large-τ form" not in line  # no run measured it
     schema.write_figure1_rows(path, [row(0.0, 0.988), row(
         1.0, 0.749, least_squares_distance=0.0577, hidden_effective_rank=171.0,
         hidden_singular_values=[1.0] * 300, sine_by_hidden_direction=[0.5] * 300)])
     line = next(x for x in summary.summary(page, "smoke").data.splitlines()
                 if x.startswith("- **Figure 1:**"))
-    assert ("τ = 10; W's end point under J^aug on the same hidden states is at 0.058 "
+    assert ("τ = 10; J^aug's large-τ form (eq. 4.3) would put W at 0.058 "
             "(1/√d = 0.058, W's constant direction) ([") in line
     schema.write_figure1_rows(path, [
         row(0.0, 0.988), row(1.0, 0.749, optimum_distance=0.15, optimum_residual=0.03),
