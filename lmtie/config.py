@@ -262,10 +262,13 @@ def preset_run(preset: str, run_id: str) -> Config | None:
         ValueError: unknown preset.
     """
     configs = preset_configs(preset)
-    found = _SEED.search(run_id)
-    if not found or int(found.group(1)) < 1:
+    try:
+        seed = seed_of(run_id)
+    except ValueError:  # no seed field: not a preset run
         return None
-    candidates = (config.replace(seed=int(found.group(1))) for config in configs)
+    if seed < 1:
+        return None
+    candidates = (config.replace(seed=seed) for config in configs)
     return next((config for config in candidates if config.run_id == run_id), None)
 
 
